@@ -1,0 +1,117 @@
+"""Shared closed-form machinery for SDEs whose marginals are Gaussian with x0-independent std."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.special import ndtri
+from torch import Tensor
+
+from .._checks import broadcast_time, make_generator
+from .base import SDE
+
+__all__ = ["GaussianMarginals", "DiffusionSDE", "as_param"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def as_param(module: torch.nn.Module, name: str, value: float | Tensor, *, positive: bool = False) -> None:
+    """Register ``value`` as a buffer (float64 when scalar, so it never downgrades float64 states).
+
+    Raises ValueError (naming ``name``) for non-finite values, or non-positive ones when ``positive``.
+    """
+    t = torch.as_tensor(value, dtype=torch.float64) if not isinstance(value, Tensor) else value.detach().clone()
+    if not torch.is_floating_point(t):
+        t = t.to(torch.float64)
+    if t.dim() == 0:
+        t = t.to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {value}.")
+    if positive and not bool((t > 0).all()):
+        raise ValueError(f"{name} must be > 0, got {value}.")
+    module.register_buffer(name, t)
+
+
+def _event_sum(v: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], -1).sum(-1) if v.dim() > 1 else v
+
+
+class GaussianMarginals:
+    """Mixin: ``x_t | x_0 ~ N(marginal_mean(t, x0), marginal_std(t)^2 I)``.
+
+    Subclasses implement :meth:`marginal_mean` and :meth:`marginal_std`; sampling, log-density and
+    quantiles follow.
+    """
+
+    def marginal_mean(self, t: Tensor | float, x0: Tensor) -> Tensor:
+        """E[x_t | x_0]; ``x0`` of shape (B, *event), ``t`` scalar or (B,). Returns x0's shape."""
+        raise NotImplementedError
+
+    def marginal_std(self, t: Tensor | float) -> Tensor:
+        """Standard deviation of each coordinate of x_t given x_0 (same shape as ``t``)."""
+        raise NotImplementedError
+
+    def _std_like(self, t: Tensor | float, x0: Tensor) -> Tensor:
+        return self.marginal_std(broadcast_time(t, x0))
+
+    def sample_marginal(
+        self, x0: Tensor, t: Tensor | float, *, generator: torch.Generator | int | None = None
+    ) -> Tensor:
+        """Draw x_t given x_0 exactly (no discretisation). Shape of ``x0``."""
+        gen = make_generator(generator, x0.device)
+        z = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+        return self.marginal_mean(t, x0) + self._std_like(t, x0) * z
+
+    def marginal_log_prob(self, x: Tensor, t: Tensor | float, x0: Tensor) -> Tensor:
+        """log p(x_t = x | x_0), summed over event dimensions; returns shape (B,)."""
+        mean = self.marginal_mean(t, x0)
+        std = self._std_like(t, x0).expand_as(mean)
+        z = (x - mean) / std
+        return _event_sum(-0.5 * z * z - torch.log(std) - 0.5 * _LOG_2PI)
+
+    def marginal_quantile(self, q: float, t: Tensor | float, x0: Tensor) -> Tensor:
+        """The q-quantile of each coordinate of x_t given x_0 (shape of ``x0``)."""
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"q must lie strictly between 0 and 1, got {q}.")
+        return self.marginal_mean(t, x0) + self._std_like(t, x0) * float(ndtri(q))
+
+
+class DiffusionSDE(GaussianMarginals, SDE):
+    """A diffusion-model SDE: linear, ``x_t | x_0 ~ N(scale(t) x_0, std(t)^2 I)``, with a prior at T.
+
+    Attributes:
+        T: the end time, where samples are drawn from the prior.
+        eps: the smallest time a sampler goes down to (numerical stability).
+        prior_std: the std of the isotropic Gaussian prior ``N(0, prior_std^2 I)`` at T.
+    """
+
+    T: float = 1.0
+    eps: float = 1e-3
+    prior_std: float = 1.0
+    additive = True
+
+    def marginal_scale(self, t: Tensor | float) -> Tensor:
+        """The mean coefficient ``scale(t)`` with E[x_t | x_0] = scale(t) x_0 (same shape as ``t``)."""
+        raise NotImplementedError
+
+    def marginal_mean(self, t: Tensor | float, x0: Tensor) -> Tensor:
+        return self.marginal_scale(broadcast_time(t, x0)) * x0
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *,
+        generator: torch.Generator | int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Sample ``x_T ~ N(0, prior_std^2 I)`` of the given shape (B, *event)."""
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        gen = make_generator(generator, device)
+        return self.prior_std * torch.randn(tuple(shape), generator=gen, device=device, dtype=dtype)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; 0, prior_std^2 I) summed over event dimensions; shape (B,)."""
+        z = x / self.prior_std
+        return _event_sum(-0.5 * z * z - math.log(self.prior_std) - 0.5 * _LOG_2PI)

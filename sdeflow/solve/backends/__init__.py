@@ -1,0 +1,1 @@
+"""Adapters to torchsde and torchdiffeq: flattening, time reversal and counting live here."""

@@ -1,0 +1,110 @@
+"""The native fixed-step engine's method interface.
+
+Each method is one class in one file, with a ``step()`` and its properties declared on the class:
+strong and weak order, the calculus (Itô / Stratonovich) and noise types it handles, whether it
+needs additive noise or the space-time integral of the Brownian path, and how many drift and
+diffusion evaluations one step costs. :func:`check_method` checks support once, before solving.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ...sde.base import SDE
+
+__all__ = ["NativeSDEMethod", "NativeODEMethod", "noise_product", "add_noise"]
+
+
+def noise_product(g: Tensor, dw: Tensor, x: Tensor, noise_type: str) -> Tensor:
+    """``G dW`` with the shapes of :mod:`sdeflow.sde.base`; returns a tensor broadcastable to ``x``."""
+    if noise_type in ("diagonal", "scalar"):
+        return g * dw
+    m = g.shape[-1]
+    if g.dim() == x.dim() + 1:
+        b = x.shape[0]
+        gb = g.expand(x.shape + (m,))
+        return torch.bmm(gb.reshape(b, -1, m), dw.reshape(b, m, 1)).reshape(x.shape)
+    # G shared by every path: shape (*event, m).
+    return (dw.reshape(-1, m) @ g.reshape(-1, m).transpose(0, 1)).reshape(x.shape)
+
+
+def add_noise(y: Tensor, g: Tensor, dw: Tensor, x: Tensor, noise_type: str) -> Tensor:
+    """``y + G dW`` (a fused multiply-add for diagonal and scalar noise)."""
+    if noise_type in ("diagonal", "scalar"):
+        return torch.addcmul(y, g, dw)
+    return y + noise_product(g, dw, x, noise_type)
+
+
+class NativeSDEMethod:
+    """Base class of the native SDE methods.
+
+    Class attributes (declared by each method):
+        name: the name used in ``simulate(method=...)``.
+        sde_types: calculi the method integrates; an additive-noise SDE is accepted by either
+            calculus, since Itô and Stratonovich coincide there.
+        noise_types: noise types handled.
+        requires_additive: only for SDEs whose diffusion does not depend on x.
+        needs_space_time: ``step`` uses ``U = ∫ (W_s − W_t0) ds`` as well as ``dW``.
+        strong_order / weak_order: orders of convergence for the noise the method handles;
+            ``strong_order_additive`` overrides the strong order for additive noise,
+            ``strong_order_general`` for general (non-commutative) noise.
+        drift_evals / diffusion_evals: evaluations per step.
+    """
+
+    name: ClassVar[str]
+    sde_types: ClassVar[tuple[str, ...]] = ("ito",)
+    noise_types: ClassVar[tuple[str, ...]] = ("diagonal", "scalar", "additive", "general")
+    requires_additive: ClassVar[bool] = False
+    needs_space_time: ClassVar[bool] = False
+    strong_order: ClassVar[float]
+    strong_order_additive: ClassVar[float | None] = None
+    strong_order_general: ClassVar[float | None] = None
+    weak_order: ClassVar[float]
+    drift_evals: ClassVar[int] = 1
+    diffusion_evals: ClassVar[int] = 1
+
+    def __init__(self, sde: SDE) -> None:
+        self.sde = sde
+        self.noise_type = sde.noise_type
+
+    @classmethod
+    def unsupported_reason(cls, sde: SDE) -> str | None:
+        """``None`` if this method can integrate ``sde``, else a short reason."""
+        if sde.noise_type not in cls.noise_types:
+            return f"noise_type={sde.noise_type!r} (handles {', '.join(cls.noise_types)})"
+        if cls.requires_additive and not sde.is_additive:
+            return "state-dependent noise (needs additive noise: a diffusion independent of x)"
+        if sde.sde_type not in cls.sde_types and not sde.is_additive:
+            return f"sde_type={sde.sde_type!r} (integrates {', '.join(cls.sde_types)})"
+        return None
+
+    @classmethod
+    def declared_strong_order(cls, sde: SDE) -> float:
+        """The strong order this method has on ``sde``'s kind of noise."""
+        if sde.is_additive and cls.strong_order_additive is not None:
+            return cls.strong_order_additive
+        if sde.noise_type == "general" and cls.strong_order_general is not None:
+            return cls.strong_order_general
+        return cls.strong_order
+
+    def step(self, t0: Tensor, t1: Tensor, dt: float, x: Tensor, dw: Tensor, u: Tensor | None) -> Tensor:
+        """Advance ``x`` (B, *event) from ``t0`` to ``t1 = t0 + dt`` with increment ``dw`` (and ``u``)."""
+        raise NotImplementedError
+
+
+class NativeODEMethod:
+    """Base class of the native fixed-step ODE methods (``order`` and evaluations per step declared)."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]
+    evals: ClassVar[int]
+
+    def __init__(self, func) -> None:  # noqa: ANN001 (any callable f(t, x))
+        self.func = func
+
+    def step(self, t0: Tensor, t1: Tensor, dt: float, x: Tensor) -> Tensor:
+        """Advance ``x`` from ``t0`` to ``t1 = t0 + dt`` (dt may be negative)."""
+        raise NotImplementedError

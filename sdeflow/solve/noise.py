@@ -1,0 +1,144 @@
+"""Sources of Brownian increments for the native engine.
+
+``GaussianIncrements`` draws from a ``torch.Generator`` in chunks of steps (one ``randn`` call per
+chunk, so small batches do not pay a kernel launch per step); ``BrownianIncrements`` queries a
+torchsde ``BrownianInterval`` (or any ``bm(ta, tb)`` callable), so the native engine and torchsde
+can be run on the same Brownian path. Both return ``(dW, U)`` for step ``i`` where
+``U = ∫_{t_i}^{t_{i+1}} (W_s − W_{t_i}) ds`` is only produced when ``space_time=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["GaussianIncrements", "BrownianIncrements", "ReflectedBrownian", "CHUNK_ELEMENTS"]
+
+#: Elements of noise drawn per ``randn`` call (a chunk of steps covers at most this many numbers).
+CHUNK_ELEMENTS = 1 << 18
+_INV_SQRT12 = 1.0 / math.sqrt(12.0)
+
+
+class GaussianIncrements:
+    """Increments ``dW_i ~ N(0, dt_i)`` (and ``U_i`` if ``space_time``) from a generator.
+
+    Args:
+        shape: shape of one increment, e.g. ``(B, *event)`` for diagonal noise or ``(B, m)``.
+        dts: step sizes, float64 array of shape (n_steps,), all positive.
+        generator: ``torch.Generator`` on ``device`` or ``None`` for torch's global RNG.
+        space_time: also produce the time integral ``U`` (needed by SRA1).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dts: np.ndarray,
+        *,
+        generator: torch.Generator | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        space_time: bool = False,
+        chunk_elements: int = CHUNK_ELEMENTS,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.n = len(dts)
+        self.generator = generator
+        self.device, self.dtype = device, dtype
+        self.space_time = space_time
+        numel = max(1, math.prod(self.shape))
+        self.chunk = max(1, min(self.n, chunk_elements // numel))
+        self._sqrt_dt = torch.as_tensor(np.sqrt(dts), dtype=dtype, device=device)
+        self._dt = torch.as_tensor(dts, dtype=dtype, device=device) if space_time else None
+        self._bshape = (1,) * len(self.shape)
+        self._start = -(1 << 62)
+        self._w: Tensor | None = None
+        self._u: Tensor | None = None
+
+    def _refill(self, i: int) -> None:
+        k = min(self.chunk, self.n - i)
+        view = (k,) + self._bshape
+        sd = self._sqrt_dt[i : i + k].view(view)
+        z = torch.randn((k,) + self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        w = z.mul_(sd)
+        if self.space_time:
+            z2 = torch.randn((k,) + self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+            h = self._dt[i : i + k].view(view)
+            # U = h (W/2 + H) with the space-time Lévy area H ~ N(0, h/12) independent of W.
+            self._u = h * (0.5 * w + (_INV_SQRT12 * sd) * z2)
+        self._w = w
+        self._start = i
+
+    def __call__(self, i: int) -> tuple[Tensor, Tensor | None]:
+        j = i - self._start
+        if j >= self.chunk or j < 0:
+            self._refill(i)
+            j = 0
+        return self._w[j], (self._u[j] if self.space_time else None)
+
+
+class ReflectedBrownian:
+    """``W̃(s) = W(−s)`` for integrating in reversed time: ``W̃(sb) − W̃(sa)`` is ``bm(−sb, −sa)`` up to sign."""
+
+    def __init__(self, bm: Callable[..., Tensor]) -> None:
+        self.bm = bm
+
+    def __call__(self, ta: float, tb: float, return_U: bool = False) -> Tensor:  # noqa: N803 (torchsde name)
+        if return_U:
+            raise ValueError(
+                "a Brownian path (bm) with decreasing ts cannot provide the space-time integral needed by this "
+                "method; integrate with increasing ts, or omit bm, or use a method without space-time terms "
+                "(euler, milstein, heun)."
+            )
+        return self.bm(-tb, -ta)
+
+
+class BrownianIncrements:
+    """Increments queried from a Brownian path ``bm(ta, tb[, return_U=True])`` at the grid times."""
+
+    def __init__(
+        self,
+        bm: Callable[..., object],
+        times: np.ndarray,
+        shape: tuple[int, ...],
+        *,
+        space_time: bool = False,
+    ) -> None:
+        if not callable(bm):
+            raise TypeError(f"bm must be a Brownian path callable as bm(ta, tb), e.g. torchsde.BrownianInterval; "
+                            f"got {type(bm).__name__}.")
+        self.bm = bm
+        self.times = [float(v) for v in times]
+        self.shape = tuple(shape)
+        self.space_time = space_time
+        self._check()
+
+    def _query(self, i: int) -> tuple[Tensor, Tensor | None]:
+        ta, tb = self.times[i], self.times[i + 1]
+        if self.space_time:
+            try:
+                w, u = self.bm(ta, tb, return_U=True)
+            except (ValueError, RuntimeError, TypeError) as err:
+                raise ValueError(
+                    "this method needs the space-time integral of the Brownian path: create the path with "
+                    "torchsde.BrownianInterval(..., levy_area_approximation='space-time')."
+                ) from err
+            return w.reshape(self.shape), u.reshape(self.shape)
+        w = self.bm(ta, tb)
+        return w.reshape(self.shape), None
+
+    def _check(self) -> None:
+        w = self.bm(self.times[0], self.times[1])
+        if not isinstance(w, Tensor) or w.numel() != math.prod(self.shape):
+            got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(
+                f"bm returns increments of shape {got} but this SDE needs {self.shape} "
+                f"(batch, *event) for diagonal noise or (batch, m) otherwise; create the Brownian path with "
+                f"that size, e.g. torchsde.BrownianInterval(t0, t1, size={self.shape})."
+            )
+
+    def __call__(self, i: int) -> tuple[Tensor, Tensor | None]:
+        return self._query(i)
