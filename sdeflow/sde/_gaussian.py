@@ -19,8 +19,14 @@ _LOG_2PI = math.log(2 * math.pi)
 def as_param(module: torch.nn.Module, name: str, value: float | Tensor, *, positive: bool = False) -> None:
     """Register ``value`` as a buffer (float64 when scalar, so it never downgrades float64 states).
 
+    An ``nn.Parameter`` is registered as a parameter instead, so it can be learned.
     Raises ValueError (naming ``name``) for non-finite values, or non-positive ones when ``positive``.
     """
+    if isinstance(value, torch.nn.Parameter):
+        if positive and not bool((value.detach() > 0).all()):
+            raise ValueError(f"{name} must be > 0, got {value.detach()}.")
+        module.register_parameter(name, value)
+        return
     t = torch.as_tensor(value, dtype=torch.float64) if not isinstance(value, Tensor) else value.detach().clone()
     if not torch.is_floating_point(t):
         t = t.to(torch.float64)

@@ -95,6 +95,12 @@ class ReflectedBrownian:
             )
         return self.bm(-tb, -ta)
 
+    def __getattr__(self, name: str) -> object:
+        # shape, dtype, device, levy_area_approximation: torchsde inspects these on its bm argument.
+        if name == "bm":
+            raise AttributeError(name)
+        return getattr(self.bm, name)
+
 
 class BrownianIncrements:
     """Increments queried from a Brownian path ``bm(ta, tb[, return_U=True])`` at the grid times."""

@@ -34,7 +34,7 @@ def supported_methods(sde: object) -> dict[str, list[str]]:
     """The methods that can integrate ``sde``, by backend: ``{"native": [...], "torchsde": [...]}``."""
     sde = as_sde(sde)
     native = [n for n, cls in SDE_METHODS.items() if cls.unsupported_reason(sde) is None]
-    ts_ok = [k for k in TORCHSDE_METHODS if k != "log_ode_midpoint" and torchsde_support(k, sde) is None]
+    ts_ok = [k for k in TORCHSDE_METHODS if torchsde_support(k, sde) is None]
     return {"native": native, "torchsde": ts_ok}
 
 
@@ -187,7 +187,7 @@ def simulate(
 
     native = _native_name(method, sde)
     if backend == "auto":
-        use_native = (
+        use_native = method not in TORCHSDE_METHODS or (
             not adaptive and not adjoint and native in SDE_METHODS
             and SDE_METHODS[native].unsupported_reason(sde) is None
         )

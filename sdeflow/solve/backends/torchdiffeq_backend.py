@@ -13,7 +13,7 @@ TORCHDIFFEQ_METHODS: tuple[str, ...] = (
     "rk4", "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver",
 )
 FIXED_GRID_METHODS: tuple[str, ...] = (
-    "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
+    "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams",
 )
 
 

@@ -19,8 +19,7 @@ TORCHSDE_METHODS: dict[str, str] = {
     "midpoint": "midpoint",
     "euler_heun": "euler_heun",
     "reversible_heun": "reversible_heun",
-    "log_ode": "log_ode_midpoint",
-    "log_ode_midpoint": "log_ode_midpoint",
+    "log_ode": "log_ode",
 }
 
 
@@ -33,7 +32,7 @@ def _solver_class(method: str, sde_type: str):  # noqa: ANN202
 def torchsde_support(method: str, sde: SDE) -> str | None:
     """``None`` if torchsde's ``method`` integrates ``sde``, else a short reason."""
     cls = _solver_class(method, sde.sde_type)
-    if cls.sde_type != sde.sde_type:
+    if cls.sde_type != sde.sde_type and not sde.is_additive:
         return f"sde_type={sde.sde_type!r} (torchsde's {method} integrates {cls.sde_type})"
     if sde.noise_type not in cls.noise_types:
         return f"noise_type={sde.noise_type!r} (torchsde's {method} handles {', '.join(cls.noise_types)})"
@@ -44,7 +43,7 @@ def _levy_area(method: str) -> str:
     name = TORCHSDE_METHODS[method]
     if name == "srk":
         return "space-time"
-    if name == "log_ode_midpoint":
+    if name == "log_ode":
         return "foster"
     return "none"
 
@@ -52,11 +51,12 @@ def _levy_area(method: str) -> str:
 class TorchsdeAdapter(nn.Module):
     """Presents an sdeflow SDE with states (B, *event) to torchsde as one with flat (B, d) states."""
 
-    def __init__(self, sde: SDE, event_shape: tuple[int, ...]) -> None:
+    def __init__(self, sde: SDE, event_shape: tuple[int, ...], sde_type: str | None = None) -> None:
         super().__init__()
         self.sde = sde
         self.noise_type = sde.noise_type
-        self.sde_type = sde.sde_type
+        # With additive noise Itô and Stratonovich coincide, so either calculus' methods apply.
+        self.sde_type = sde_type or sde.sde_type
         self.event_shape = tuple(event_shape)
         self.drift_evals = 0
         self.diffusion_evals = 0
@@ -100,7 +100,8 @@ def solve_torchsde(
     import torchsde
 
     b = x0.shape[0]
-    adapter = TorchsdeAdapter(sde, tuple(x0.shape[1:]))
+    adapter = TorchsdeAdapter(sde, tuple(x0.shape[1:]), _solver_class(method, sde.sde_type).sde_type
+                              if sde.is_additive else None)
     ts_t = torch.as_tensor(ts, dtype=x0.dtype, device=x0.device)
     y0 = x0.reshape(b, -1)
     if bm is None:

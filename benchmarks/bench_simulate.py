@@ -1,0 +1,283 @@
+"""Euler–Maruyama throughput on an Ornstein–Uhlenbeck SDE: sdeflow native vs torchsde vs a plain loop.
+
+    dX = theta (mean - X) dt + sigma dW,  theta=1, mean=0, sigma=0.5,  X0 = 0 in R^d,
+
+integrated with 1000 steps of dt=1e-3 over [0, 1], keeping only the final state, for a batch of B
+paths. Throughput is reported as element-steps per second (B * d * steps / seconds, best of the
+repeats, after a warm-up), for
+
+1. ``sdeflow.simulate(..., method="euler", backend="native", save="final")``,
+2. ``torchsde.sdeint(..., method="euler", dt=1e-3)`` on an equivalent torchsde SDE with a default
+   ``torchsde.BrownianInterval`` (created inside the timed call, as ``sdeint`` would),
+3. a plain torch loop ``x = x + theta*(mean - x)*dt + sigma*sqrt(dt)*randn(...)``.
+
+Goals checked: native >= 10x torchsde for every B <= 4096, native >= 0.9x the plain loop for B >= 64.
+
+Usage::
+
+    python benchmarks/bench_simulate.py         # full CPU run (~3-4 min on 2 cores), appends RESULTS.md
+    python benchmarks/bench_simulate.py --quick --no-write
+    python benchmarks/bench_simulate.py --device cuda --json /tmp/sim.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402  (this folder, not a package)
+import torch  # noqa: E402
+import torchsde  # noqa: E402
+
+import sdeflow  # noqa: E402
+
+THETA, MEAN, SIGMA = 1.0, 0.0, 0.5
+DT = 1e-3
+SEED = 1234
+GOAL_TORCHSDE = 10.0  # native / torchsde, for B <= GOAL_TORCHSDE_MAX_B
+GOAL_TORCHSDE_MAX_B = 4096
+GOAL_PLAIN = 0.9  # native / plain loop, for B >= GOAL_PLAIN_MIN_B
+GOAL_PLAIN_MIN_B = 64
+
+
+class OUTorchsde(torch.nn.Module):
+    """The same OU process in torchsde's protocol (diagonal, Itô)."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, theta: float, mean: float, sigma: float) -> None:
+        super().__init__()
+        self.theta, self.mean, self.sigma = theta, mean, sigma
+
+    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.theta * (self.mean - y)
+
+    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.sigma * torch.ones_like(y)
+
+
+# -- the three implementations (each returns the final state, shape (B, d)) ----------------------------
+def run_native(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    sde = sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device)
+    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
+                           generator=SEED)
+    return sol.xs[-1]
+
+
+def run_torchsde(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    sde = OUTorchsde(THETA, MEAN, SIGMA)
+    ts = torch.tensor([0.0, t1], dtype=x0.dtype, device=x0.device)
+    # the interval's ends as ts holds them (float32), so torchsde does not warn that tb > t1
+    bm = torchsde.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=tuple(x0.shape), dtype=x0.dtype,
+                                   device=x0.device, entropy=SEED)
+    return torchsde.sdeint(sde, x0, ts, bm=bm, method="euler", dt=DT)[-1]
+
+
+def run_plain(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    n = round(t1 / DT)
+    g = torch.Generator(device=x0.device)
+    g.manual_seed(SEED)
+    theta, mean, sigma, dt = THETA, MEAN, SIGMA, DT
+    x = x0
+    for _ in range(n):
+        x = x + theta * (mean - x) * dt + sigma * math.sqrt(dt) * torch.randn(
+            x.shape, generator=g, device=x.device, dtype=x.dtype)
+    return x
+
+
+def theory_std(t1: float) -> float:
+    return SIGMA * math.sqrt(-math.expm1(-2 * THETA * t1) / (2 * THETA))
+
+
+def check_final(name: str, x: torch.Tensor, t1: float) -> str | None:
+    """Sanity check of the final state against the OU law (only when the sample is large)."""
+    if x.numel() < 4096:
+        return None
+    x = x.detach().double().cpu()
+    mean, std, ref = float(x.mean()), float(x.std()), theory_std(t1)
+    bad_mean = abs(mean - MEAN) > 5 * ref / math.sqrt(x.numel())
+    if not math.isfinite(std) or abs(std / ref - 1) > 0.05 or bad_mean:
+        return f"{name}: final mean {mean:.4f} std {std:.4f}, expected mean {MEAN} std {ref:.4f}"
+    return None
+
+
+# -- the benchmark ------------------------------------------------------------------------------------------
+def repeats_for(impl: str, numel: int, quick: bool) -> int:
+    if quick:
+        return 1
+    if impl == "torchsde":
+        return 2 if numel <= 1024 else 1
+    if numel <= 65536:
+        return 5
+    return 3 if numel <= 262144 else 2
+
+
+def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.Namespace) -> dict:
+    t1 = steps * DT
+    x0 = torch.zeros(B, d, device=device)
+    work = B * d * steps
+    numel = B * d
+    # a full-length warm-up is cheap for small cases; big ones warm up on a short run of the same shape
+    short = min(steps, 100)
+    full_warm = work <= 1e8
+    row: dict = {"B": B, "d": d, "steps": steps, "numel": numel, "element_steps": work}
+    warnings: list[str] = []
+    impls = [("native", run_native), ("torchsde", run_torchsde), ("plain", run_plain)]
+    for name, fn in impls:
+        rec: dict = {"repeats": repeats_for(name, numel, args.quick)}
+        try:
+            with torch.no_grad():
+                if name == "torchsde":
+                    # a short run of the same shape is the warm-up and a (lower-bound) time estimate:
+                    # BrownianInterval's cost per step grows with the number of steps
+                    probe = min(steps, 100)
+                    t_probe, _ = _common.best_of(lambda f=fn, p=probe: f(x0, p * DT), 1, device=device,
+                                                 warmup=False)
+                    est = t_probe.best * steps / probe
+                    rec["probe_steps"], rec["probe_s"], rec["linear_estimate_s"] = probe, t_probe.best, est
+                    if est > args.torchsde_limit:
+                        rec["skipped"] = f"estimated >= {est:.0f} s per run > {args.torchsde_limit:g} s"
+                        row[name] = rec
+                        continue
+                    run = _common.time_limited(lambda f=fn: f(x0, t1), args.torchsde_limit)
+                    timing, out = _common.best_of(run, rec["repeats"], device=device, warmup=False)
+                    timing.warmup = t_probe.best
+                else:
+                    warm = True if full_warm else (lambda f=fn: f(x0, short * DT))
+                    timing, out = _common.best_of(lambda f=fn: f(x0, t1), rec["repeats"], device=device,
+                                                  warmup=warm)
+            rec.update(timing.as_dict())
+            rec["rate"] = work / timing.best
+            msg = check_final(name, out, t1)
+            if msg:
+                warnings.append(msg)
+        except _common.TimeLimitExceeded:
+            rec["skipped"] = f"a run exceeded {args.torchsde_limit:g} s"
+        except Exception as err:  # keep benchmarking the other implementations
+            traceback.print_exc()
+            rec["error"] = f"{type(err).__name__}: {err}"
+        row[name] = rec
+    nat, tsd, pl = (row[k].get("rate") for k in ("native", "torchsde", "plain"))
+    row["native_over_torchsde"] = nat / tsd if nat and tsd else None
+    row["native_over_plain"] = nat / pl if nat and pl else None
+    row["goal_torchsde"] = _goal(B <= GOAL_TORCHSDE_MAX_B, row["native_over_torchsde"], GOAL_TORCHSDE)
+    row["goal_plain"] = _goal(B >= GOAL_PLAIN_MIN_B, row["native_over_plain"], GOAL_PLAIN)
+    row["warnings"] = warnings
+    return row
+
+
+def _goal(applies: bool, ratio: float | None, target: float) -> str:
+    if not applies:
+        return "n/a"
+    if ratio is None:
+        return "FAIL (no data)"
+    return "pass" if ratio >= target else "FAIL"
+
+
+def _cell(rec: dict) -> str:
+    if "rate" in rec:
+        return _common.fmt_rate(rec["rate"])
+    if "skipped" in rec:
+        return "skipped"
+    return "error"
+
+
+def render(rows: list[dict]) -> str:
+    header = ["B", "d", "native el-steps/s", "torchsde", "plain loop", "native/torchsde", "native/plain",
+              f"≥{GOAL_TORCHSDE:g}× torchsde (B≤{GOAL_TORCHSDE_MAX_B})",
+              f"≥{GOAL_PLAIN:g}× plain (B≥{GOAL_PLAIN_MIN_B})"]
+    body = [[r["B"], r["d"], _cell(r["native"]), _cell(r["torchsde"]), _cell(r["plain"]),
+             _common.fmt_ratio(r["native_over_torchsde"]), _common.fmt_ratio(r["native_over_plain"]),
+             r["goal_torchsde"], r["goal_plain"]] for r in rows]
+    return _common.markdown_table(header, body)
+
+
+def goal_summary(rows: list[dict]) -> tuple[bool, list[str]]:
+    fails = []
+    for r in rows:
+        if r["goal_torchsde"].startswith("FAIL"):
+            ratio = _common.fmt_ratio(r["native_over_torchsde"])
+            fails.append(f"B={r['B']}, d={r['d']}: native/torchsde = {ratio} < {GOAL_TORCHSDE:g}x")
+        if r["goal_plain"].startswith("FAIL"):
+            ratio = _common.fmt_ratio(r["native_over_plain"])
+            fails.append(f"B={r['B']}, d={r['d']}: native/plain = {ratio} < {GOAL_PLAIN:g}x")
+    return not fails, fails
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: B in {1, 64}, d in {1, 16}, 200 steps, 1 repeat")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
+    p.add_argument("--json", metavar="PATH", help="also dump the raw numbers as JSON")
+    p.add_argument("--torchsde-limit", type=float, default=60.0, metavar="S",
+                   help="skip torchsde where one run is estimated to take longer than S seconds (default 60)")
+    args = p.parse_args(argv)
+
+    device = _common.resolve_device(args.device)
+    steps = 200 if args.quick else 1000
+    if args.quick:
+        Bs = [1, 64]
+    elif device.type == "cuda":
+        Bs = [1, 64, 4096, 65536, 1048576]
+    else:
+        Bs = [1, 64, 4096, 65536]
+    ds = [1, 16]
+    info = _common.machine_info(device)
+    desc = _common.machine_description(info)
+    print(f"bench_simulate: OU(theta={THETA}, mean={MEAN}, sigma={SIGMA}), Euler–Maruyama, {steps} steps of "
+          f"dt={DT}, save='final'")
+    print(f"machine: {desc}", flush=True)
+
+    rows = []
+    for B in Bs:
+        for d in ds:
+            row = bench_case(B, d, steps, device, args)
+            rows.append(row)
+            cells = [f"{k} {_cell(row[k]):>9}" for k in ("native", "torchsde", "plain")]
+            print(f"  B={B:>7} d={d:>2}: {'  '.join(cells)}  el-steps/s", flush=True)
+            for w in row["warnings"]:
+                print(f"  WARNING (sanity check of the final state) {w}", flush=True)
+
+    table = render(rows)
+    ok, fails = goal_summary(rows)
+    summary = "Goals: all pass." if ok else "Goals: FAIL -- " + "; ".join(fails)
+    print()
+    print(table)
+    print()
+    print(summary)
+
+    if not args.no_write:
+        reps = ("repeats: native/plain best of 5 for B·d ≤ 65536, 3 up to 262144, else 2; torchsde 2 for "
+                "B·d ≤ 1024 else 1" if not args.quick else "repeats: 1 (quick mode)")
+        body = "\n".join([
+            f"OU(theta={THETA:g}, mean={MEAN:g}, sigma={SIGMA:g}), x0 = 0, Euler–Maruyama, {steps} steps of "
+            f"dt={DT:g}, save='final'; element-steps/s = B·d·steps / best time (after a warm-up); {reps}."
+            + (" **Quick mode (smoke test).**" if args.quick else ""),
+            "Command: `" + " ".join(["python benchmarks/bench_simulate.py",
+                                     *(argv if argv is not None else sys.argv[1:])]) + "`",
+            "",
+            table,
+            "",
+            summary,
+        ])
+        path = _common.append_section(f"bench_simulate — {_common.utc_stamp()}, {desc}", body)
+        print(f"appended to {path}")
+    if args.json:
+        _common.dump_json({"benchmark": "bench_simulate", "utc": _common.utc_stamp(), "machine": info,
+                           "params": {"theta": THETA, "mean": MEAN, "sigma": SIGMA, "dt": DT, "steps": steps,
+                                      "seed": SEED, "quick": args.quick, "device": str(device)},
+                           "goals_pass": ok, "goal_failures": fails, "rows": rows}, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
