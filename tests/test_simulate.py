@@ -259,3 +259,22 @@ def test_adjoint_gradients_match_backprop_through_native():
     # Exact derivative of E[X_1^2] = e^{-2θ} + 0.09 (1 - e^{-2θ}) / (2θ) is about -0.41; both estimates
     # differ only by the O(dt) gap between the discrete and the continuous adjoint.
     assert abs(float(g_native - g_adj)) < 0.01 * abs(float(g_native))
+
+
+def test_milstein_and_conversion_with_state_independent_diffusion_not_flagged_additive():
+    class ConstNoise(sf.SDE):
+        noise_type = "diagonal"
+
+        def drift(self, t, x):
+            return x - x**3
+
+        def diffusion(self, t, x):
+            return 0.5 * torch.ones_like(x)
+
+    x0 = torch.zeros(8, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(8, 1), dtype=torch.float64, entropy=2)
+    a = sf.simulate(ConstNoise(), x0, [0.0, 1.0], dt=2**-6, method="milstein", bm=bm)
+    b = sf.simulate(ConstNoise(), x0, [0.0, 1.0], dt=2**-6, method="euler", bm=bm)
+    torch.testing.assert_close(a.xs, b.xs)  # g' = 0: Milstein is Euler–Maruyama
+    c = sf.ito_stratonovich_correction(ConstNoise(), torch.tensor(0.0), x0 + 1)
+    assert torch.equal(c, torch.zeros_like(x0))

@@ -197,6 +197,8 @@ def diffusion_times_derivative(sde: SDE, t: Tensor, x: Tensor, g: Tensor | None 
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True) if not x.requires_grad else x
             gr = sde.diffusion(t, xr).expand(x.shape)
+            if not gr.requires_grad:  # G does not depend on x
+                return torch.zeros_like(x)
             (vjp,) = torch.autograd.grad(gr, xr, grad_outputs=gr.detach(), create_graph=torch.is_grad_enabled()
                                          and x.requires_grad, allow_unused=True)
         return torch.zeros_like(x) if vjp is None else vjp
@@ -205,6 +207,8 @@ def diffusion_times_derivative(sde: SDE, t: Tensor, x: Tensor, g: Tensor | None 
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             gr = sde.diffusion(t, xr).expand(x.shape)
+            if not gr.requires_grad:
+                return torch.zeros_like(x)
             u = torch.zeros_like(gr, requires_grad=True)
             (jtu,) = torch.autograd.grad(gr, xr, grad_outputs=u, create_graph=True, allow_unused=True)
             if jtu is None:

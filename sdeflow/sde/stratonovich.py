@@ -26,6 +26,8 @@ def ito_stratonovich_correction(sde: SDE, t: Tensor, x: Tensor) -> Tensor:
         G = sde.diffusion(t, xr)
         G = G.expand(x.shape + (G.shape[-1],))
         out = torch.zeros_like(x)
+        if not G.requires_grad:  # G does not depend on x
+            return out
         for k in range(G.shape[-1]):
             col = G[..., k]
             u = torch.zeros_like(col, requires_grad=True)
