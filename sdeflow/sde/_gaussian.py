@@ -11,7 +11,7 @@ from torch import Tensor
 from .._checks import broadcast_time, make_generator
 from .base import SDE
 
-__all__ = ["GaussianMarginals", "DiffusionSDE", "as_param"]
+__all__ = ["GaussianMarginals", "DiffusionSDE", "as_param", "params_like"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -37,6 +37,27 @@ def as_param(module: torch.nn.Module, name: str, value: float | Tensor, *, posit
     if positive and not bool((t > 0).all()):
         raise ValueError(f"{name} must be > 0, got {value}.")
     module.register_buffer(name, t)
+
+
+def params_like(module: torch.nn.Module, x: Tensor, *names: str) -> tuple[Tensor, ...]:
+    """The named parameters/buffers of ``module`` in ``x``'s dtype and device, cached.
+
+    Mixed-dtype elementwise ops take PyTorch's slower casting path (about 20% per op on CPU), so the
+    hot paths use parameters converted once per dtype. The cache entry is reused only while every
+    tensor is the same object at the same version (in-place edits and ``.to()`` invalidate it) and
+    nothing requires grad (a cached cast would cut the autograd graph).
+    """
+    tensors = tuple(getattr(module, n) for n in names)
+    key = (x.dtype, x.device, names)
+    cache = module.__dict__.setdefault("_params_like_cache", {})
+    stamp = tuple((id(t), t._version) for t in tensors)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    out = tuple(t.to(dtype=x.dtype, device=x.device) for t in tensors)
+    if not any(t.requires_grad for t in tensors):
+        cache[key] = (stamp, out)
+    return out
 
 
 def _event_sum(v: Tensor) -> Tensor:

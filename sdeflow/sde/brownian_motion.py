@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import broadcast_time
-from ._gaussian import GaussianMarginals, as_param
+from ._gaussian import GaussianMarginals, as_param, params_like
 from .base import SDE
 
 __all__ = ["BrownianMotion"]
@@ -28,10 +28,10 @@ class BrownianMotion(GaussianMarginals, SDE):
         as_param(self, "sigma", sigma, positive=True)
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.mu.to(x.dtype).expand(x.shape)
+        return params_like(self, x, "mu")[0].expand(x.shape)
 
     def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.sigma
+        return params_like(self, x, "sigma")[0]
 
     def marginal_mean(self, t: Tensor | float, x0: Tensor) -> Tensor:
         return x0 + self.mu * broadcast_time(t, x0)

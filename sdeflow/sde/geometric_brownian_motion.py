@@ -9,7 +9,7 @@ from scipy.special import ndtri
 from torch import Tensor
 
 from .._checks import broadcast_time, make_generator
-from ._gaussian import as_param
+from ._gaussian import as_param, params_like
 from .base import SDE
 
 __all__ = ["GeometricBrownianMotion"]
@@ -31,13 +31,13 @@ class GeometricBrownianMotion(SDE):
         as_param(self, "sigma", sigma, positive=True)
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.mu * x
+        return params_like(self, x, "mu")[0] * x
 
     def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.sigma * x
+        return params_like(self, x, "sigma")[0] * x
 
     def diffusion_derivative(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.sigma.to(x.dtype).expand(x.shape)
+        return params_like(self, x, "sigma")[0].expand(x.shape)
 
     # -- closed forms -------------------------------------------------------------------------
     def exact_solution(self, x0: Tensor, t: Tensor | float, w_t: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import broadcast_time
-from ._gaussian import GaussianMarginals, as_param
+from ._gaussian import GaussianMarginals, as_param, params_like
 from .base import SDE
 
 __all__ = ["OrnsteinUhlenbeck"]
@@ -30,10 +30,11 @@ class OrnsteinUhlenbeck(GaussianMarginals, SDE):
         as_param(self, "sigma", sigma, positive=True)
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
-        return (self.mean - x) * self.theta
+        theta, mean = params_like(self, x, "theta", "mean")
+        return (mean - x) * theta
 
     def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.sigma
+        return params_like(self, x, "sigma")[0]
 
     def marginal_mean(self, t: Tensor | float, x0: Tensor) -> Tensor:
         t = broadcast_time(t, x0)

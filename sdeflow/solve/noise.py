@@ -51,7 +51,10 @@ class GaussianIncrements:
         self.space_time = space_time
         numel = max(1, math.prod(self.shape))
         self.chunk = max(1, min(self.n, chunk_elements // numel))
+        self._sqrt_dt_host = np.sqrt(dts).tolist()
         self._sqrt_dt = torch.as_tensor(np.sqrt(dts), dtype=dtype, device=device)
+        # Chunks whose steps all have the same size (all but those ending at an output time, usually).
+        self._uniform = [bool(np.all(c == c[0])) for c in np.array_split(dts, range(self.chunk, self.n, self.chunk))]
         self._dt = torch.as_tensor(dts, dtype=dtype, device=device) if space_time else None
         self._bshape = (1,) * len(self.shape)
         self._start = -(1 << 62)
@@ -62,10 +65,14 @@ class GaussianIncrements:
         k = min(self.chunk, self.n - i)
         view = (k,) + self._bshape
         sd = self._sqrt_dt[i : i + k].view(view)
-        z = torch.randn((k,) + self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        w = z.mul_(sd)
+        w = torch.empty((k,) + self.shape, device=self.device, dtype=self.dtype)
+        if self._uniform[i // self.chunk]:
+            # One pass: the generator scales by sqrt(dt) itself when every step in the chunk is equal.
+            w.normal_(0.0, self._sqrt_dt_host[i], generator=self.generator)
+        else:
+            w.normal_(generator=self.generator).mul_(sd)
         if self.space_time:
-            z2 = torch.randn((k,) + self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+            z2 = torch.empty((k,) + self.shape, device=self.device, dtype=self.dtype).normal_(generator=self.generator)
             h = self._dt[i : i + k].view(view)
             # U = h (W/2 + H) with the space-time Lévy area H ~ N(0, h/12) independent of W.
             self._u = h * (0.5 * w + (_INV_SQRT12 * sd) * z2)
