@@ -48,6 +48,8 @@ def params_like(module: torch.nn.Module, x: Tensor, *names: str) -> tuple[Tensor
     nothing requires grad (a cached cast would cut the autograd graph).
     """
     tensors = tuple(getattr(module, n) for n in names)
+    if torch.compiler.is_compiling():  # traced once into the graph: no Python-side cache
+        return tuple(t.to(dtype=x.dtype, device=x.device) for t in tensors)
     key = (x.dtype, x.device, names)
     cache = module.__dict__.setdefault("_params_like_cache", {})
     stamp = tuple((id(t), t._version) for t in tensors)
