@@ -43,6 +43,7 @@ class GaussianIncrements:
         dtype: torch.dtype,
         space_time: bool = False,
         chunk_elements: int = CHUNK_ELEMENTS,
+        chunk_steps: int | None = None,
     ) -> None:
         self.shape = tuple(shape)
         self.n = len(dts)
@@ -50,11 +51,15 @@ class GaussianIncrements:
         self.device, self.dtype = device, dtype
         self.space_time = space_time
         numel = max(1, math.prod(self.shape))
-        self.chunk = max(1, min(self.n, chunk_elements // numel))
+        cap = max(1, chunk_elements // numel)
+        self.chunk = max(1, min(self.n, cap if chunk_steps is None else min(chunk_steps, cap)))
         self._sqrt_dt_host = np.sqrt(dts).tolist()
         self._sqrt_dt = torch.as_tensor(np.sqrt(dts), dtype=dtype, device=device)
         # Chunks whose steps all have the same size (all but those ending at an output time, usually).
-        self._uniform = [bool(np.all(c == c[0])) for c in np.array_split(dts, range(self.chunk, self.n, self.chunk))]
+        # (equal up to the rounding of t0 + i dt grids; the mismatch in sqrt(dt) is then ~1e-9 relative at most)
+        self._uniform = [
+            bool(np.all(np.abs(c - c[0]) <= 1e-9 * c[0])) for c in np.array_split(dts, range(self.chunk, self.n, self.chunk))
+        ]
         self._dt = torch.as_tensor(dts, dtype=dtype, device=device) if space_time else None
         self._bshape = (1,) * len(self.shape)
         self._start = -(1 << 62)
@@ -85,6 +90,14 @@ class GaussianIncrements:
             self._refill(i)
             j = 0
         return self._w[j], (self._u[j] if self.space_time else None)
+
+    def block(self, i: int, k: int) -> tuple[Tensor, Tensor | None]:
+        """The increments of steps ``i .. i+k-1`` stacked, shape (k, *shape); ``i`` starts a chunk of ``k``."""
+        if k != self.chunk or i % self.chunk:
+            raise ValueError(f"block({i}, {k}) must cover exactly one noise chunk of {self.chunk} steps.")
+        if self._start != i:
+            self._refill(i)
+        return self._w, self._u
 
 
 class ReflectedBrownian:
@@ -119,6 +132,7 @@ class BrownianIncrements:
         shape: tuple[int, ...],
         *,
         space_time: bool = False,
+        chunk_steps: int = 1,
     ) -> None:
         if not callable(bm):
             raise TypeError(f"bm must be a Brownian path callable as bm(ta, tb), e.g. torchsde.BrownianInterval; "
@@ -127,6 +141,7 @@ class BrownianIncrements:
         self.times = [float(v) for v in times]
         self.shape = tuple(shape)
         self.space_time = space_time
+        self.chunk = max(1, min(len(self.times) - 1, chunk_steps))  # steps per block for the fused path
         self._check()
 
     def _query(self, i: int) -> tuple[Tensor, Tensor | None]:
@@ -155,3 +170,9 @@ class BrownianIncrements:
 
     def __call__(self, i: int) -> tuple[Tensor, Tensor | None]:
         return self._query(i)
+
+    def block(self, i: int, k: int) -> tuple[Tensor, Tensor | None]:
+        """The increments of steps ``i .. i+k-1`` stacked, shape (k, *shape)."""
+        parts = [self._query(j) for j in range(i, i + k)]
+        w = torch.stack([p[0] for p in parts])
+        return w, (torch.stack([p[1] for p in parts]) if self.space_time else None)

@@ -16,6 +16,7 @@ from .backends.torchsde_backend import TORCHSDE_METHODS, solve_torchsde, torchsd
 from .grid import build_grid
 from .native import SDE_METHODS
 from .native.engine import integrate_sde
+from .native.fused import DEFAULT_CHUNK, integrate_sde_fused
 from .noise import BrownianIncrements, GaussianIncrements, ReflectedBrownian
 from .solution import Solution, SolveStats, path_status
 
@@ -122,6 +123,8 @@ def simulate(
     save: SaveMode = "ts",
     adjoint: bool = False,
     progress: bool = False,
+    compile: bool = False,
+    chunk: int = DEFAULT_CHUNK,
 ) -> Solution:
     """Integrate ``dx = f dt + G dW`` from ``x0`` at ``ts[0]`` over the times ``ts``.
 
@@ -149,6 +152,13 @@ def simulate(
             ``"steps"`` (every native step).
         adjoint: gradients by torchsde's ``sdeint_adjoint`` (torchsde backend).
         progress: show a progress bar (native backend).
+        compile: the fused path (native backend): chunks of ``chunk`` equal steps compiled into one
+            graph with ``torch.compile``; falls back to the eager engine if compilation fails. The
+            first call per shape pays the compile time (``stats.compile_time``); later calls reuse it.
+        chunk: at most this many steps share one ``randn`` call (and, with ``compile=True``, one
+            compiled graph); fewer when a chunk would exceed 2^18 random numbers. The random stream
+            depends on it, so keep it fixed to reproduce paths; eager and compiled runs with the same
+            ``chunk`` and seed use the same increments.
 
     Returns:
         :class:`Solution` with ``xs`` of shape (len(saved ts), B, *event_shape).
@@ -180,6 +190,11 @@ def simulate(
         raise ValueError("adjoint=True uses torchsde's sdeint_adjoint; use backend='torchsde' (or 'auto').")
     if not adaptive or dt is not None:
         dt = check_step(dt, required_for="fixed-step integration (or pass adaptive=True)")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (steps per compiled chunk); got {chunk!r}.")
+    if compile and (backend == "torchsde" or adaptive or adjoint):
+        raise ValueError("compile=True fuses the native fixed-step engine; use backend='native' (or 'auto') "
+                         "without adaptive or adjoint.")
     for name, val in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(val, (int, float)) and val > 0):
             raise ValueError(f"{name} must be a positive number; got {val!r}.")
@@ -228,18 +243,22 @@ def simulate(
             ts_out = -grid.times if decreasing else grid.times
         shape = _noise_shape(sde, x0, m)
         if work_bm is not None:
-            noise = BrownianIncrements(work_bm, grid.times, shape, space_time=cls.needs_space_time)
+            noise = BrownianIncrements(work_bm, grid.times, shape, space_time=cls.needs_space_time, chunk_steps=chunk)
         else:
             noise = GaussianIncrements(shape, grid.dts, generator=gen, device=x0.device, dtype=x0.dtype,
-                                       space_time=cls.needs_space_time)
+                                       space_time=cls.needs_space_time, chunk_steps=chunk)
         solver = cls(work)
-        out = integrate_sde(solver, x0, grid.times, save_index, noise, progress=progress)
+        compile_time = 0.0
+        if compile:
+            out, compile_time = integrate_sde_fused(solver, x0, grid.times, save_index, noise, chunk=noise.chunk, dt=dt)
+        else:
+            out = integrate_sde(solver, x0, grid.times, save_index, noise, progress=progress)
         xs = torch.stack(out)
         n = grid.n_steps
         extra_diff = n if (native == "milstein" and not sde.is_additive
                            and work.diffusion_derivative(t_start, x0) is None) else 0
         stats = SolveStats(method=native, backend="native", steps=n, drift_evals=1 + n * cls.drift_evals,
-                           diffusion_evals=1 + n * cls.diffusion_evals + extra_diff)
+                           diffusion_evals=1 + n * cls.diffusion_evals + extra_diff, compile_time=compile_time)
     else:
         xs, adapter = solve_torchsde(
             work, x0, s, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, bm=work_bm,
@@ -253,7 +272,7 @@ def simulate(
                            drift_evals=1 + adapter.drift_evals, diffusion_evals=1 + adapter.diffusion_evals)
     if x0.device.type == "cuda":
         torch.cuda.synchronize(x0.device)
-    stats.wall_time = time.perf_counter() - tick
+    stats.wall_time = time.perf_counter() - tick - stats.compile_time
     status = path_status(xs)
     n_bad = int(status.sum())
     if n_bad:

@@ -17,9 +17,6 @@ from .base import NativeODEMethod, NativeSDEMethod
 
 __all__ = ["integrate_sde", "integrate_ode"]
 
-# Up to this many steps the time tensor is split into 0-dim views once (cheaper than indexing per step).
-_UNBIND_MAX = 1 << 16
-
 Noise = Callable[[int], tuple[Tensor, "Tensor | None"]]
 
 
@@ -55,10 +52,9 @@ def integrate_sde(
     step = method.step
     bar = _progress_bar(n, progress, f"simulate ({method.name})")
     every = max(1, n // 200)
-    tl = tt.unbind(0) if n <= _UNBIND_MAX else tt
     for i in range(n):
         dw, u = noise(i)
-        x = step(tl[i], tl[i + 1], dts[i], x, dw, u)
+        x = step(tt[i], tt[i + 1], dts[i], x, dw, u)
         if i + 1 == nxt:
             out.append(x)
             k += 1

@@ -1,0 +1,60 @@
+"""The fused (compiled) native path gives the eager engine's paths, and falls back cleanly."""
+
+import pytest
+import torch
+import torchsde
+
+import sdeflow as sf
+import sdeflow.solve.native.fused as fused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler", "sra1"])
+def test_fused_matches_eager_with_saves_inside_and_between_chunks(method):
+    ou = sf.OrnsteinUhlenbeck(1.3, 0.2, 0.6)
+    x0 = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ts = [0.0, 0.05, 0.3, 1.0]  # 0.05 falls inside the first chunk of 8 steps of 1/64
+    eager = sf.simulate(ou, x0, ts, dt=1 / 64, method=method, generator=5, chunk=8)
+    fast = sf.simulate(ou, x0, ts, dt=1 / 64, method=method, generator=5, compile=True, chunk=8)
+    # Same increments, same arithmetic up to the compiler's reassociation: round-off agreement.
+    torch.testing.assert_close(fast.xs, eager.xs, rtol=1e-12, atol=1e-12)
+    assert fast.stats.steps == eager.stats.steps
+    again = sf.simulate(ou, x0, ts, dt=1 / 64, method=method, generator=5, compile=True, chunk=8)
+    assert again.stats.compile_time == 0.0  # the compiled chunk is cached on the SDE
+    torch.testing.assert_close(again.xs, fast.xs, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_fused_on_a_brownian_path_matches_torchsde():
+    gbm = sf.GeometricBrownianMotion(0.2, 0.5)
+    x0 = torch.ones(16, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(16, 1), dtype=torch.float64, entropy=3)
+    fast = sf.simulate(gbm, x0, [0.0, 1.0], dt=2**-6, method="milstein", bm=bm, compile=True, chunk=16)
+    ref = sf.simulate(gbm, x0, [0.0, 1.0], dt=2**-6, method="milstein", bm=bm, backend="torchsde")
+    torch.testing.assert_close(fast.xs, ref.xs, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_falls_back_when_compilation_fails(monkeypatch):
+    class Broken:
+        def __init__(self, fn, **kw):
+            pass
+
+        def __call__(self, *a):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fused.torch, "compile", Broken)
+    monkeypatch.setattr(fused, "_WARNED", set())
+    ou = sf.OrnsteinUhlenbeck()
+    x0 = torch.zeros(4, 2)
+    with pytest.warns(RuntimeWarning, match="falls back to the eager engine"):
+        fast = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, compile=True, chunk=10)
+    eager = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, chunk=10)
+    assert torch.equal(fast.xs, eager.xs)
+
+
+def test_bad_chunk_and_compile_with_torchsde():
+    ou = sf.OrnsteinUhlenbeck()
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        sf.simulate(ou, torch.zeros(2, 1), [0, 1], dt=0.1, compile=True, chunk=0)
+    with pytest.raises(ValueError, match="compile=True fuses the native"):
+        sf.simulate(ou, torch.zeros(2, 1), [0, 1], dt=0.1, compile=True, backend="torchsde")
