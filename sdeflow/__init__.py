@@ -35,6 +35,8 @@ from .solve import (
     supported_methods,
 )
 
+from .ensemble import EnsembleStats, combine_partials, ensemble_partials, ensemble_statistics
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,5 +47,6 @@ __all__ = [
     "ConvertedSDE", "to_ito", "to_stratonovich", "ito_stratonovich_correction",
     "simulate", "solve_ode", "supported_methods", "check_sde_functions",
     "Solution", "SolveStats", "SDE_METHODS", "ODE_METHODS",
+    "EnsembleStats", "ensemble_statistics", "ensemble_partials", "combine_partials",
     "__version__",
 ]

@@ -57,9 +57,8 @@ class GaussianIncrements:
         self._sqrt_dt = torch.as_tensor(np.sqrt(dts), dtype=dtype, device=device)
         # Chunks whose steps all have the same size (all but those ending at an output time, usually).
         # (equal up to the rounding of t0 + i dt grids; the mismatch in sqrt(dt) is then ~1e-9 relative at most)
-        self._uniform = [
-            bool(np.all(np.abs(c - c[0]) <= 1e-9 * c[0])) for c in np.array_split(dts, range(self.chunk, self.n, self.chunk))
-        ]
+        blocks = np.array_split(dts, range(self.chunk, self.n, self.chunk))
+        self._uniform = [bool(np.all(np.abs(c - c[0]) <= 1e-9 * c[0])) for c in blocks]
         self._dt = torch.as_tensor(dts, dtype=dtype, device=device) if space_time else None
         self._bshape = (1,) * len(self.shape)
         self._start = -(1 << 62)
