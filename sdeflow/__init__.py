@@ -4,6 +4,18 @@ Simulate SDEs (native fixed-step engine, torchsde, torchdiffeq), check them agai
 build diffusion samplers on the same solver API. See README.md and docs/.
 """
 
+from .ensemble import EnsembleStats, combine_partials, ensemble_partials, ensemble_statistics
+from .fokker_planck import (
+    FPResidual,
+    FPSolution,
+    Grid1D,
+    Grid2D,
+    apply_adjoint,
+    apply_generator,
+    fokker_planck_residual,
+    solve_fokker_planck,
+    stationary_density,
+)
 from .sde import (
     EDMSDE,
     NOISE_TYPES,
@@ -16,6 +28,7 @@ from .sde import (
     DiffusionSDE,
     GaussianMarginals,
     GeometricBrownianMotion,
+    LinearSDE,
     OrnsteinUhlenbeck,
     ProtocolSDE,
     SubVPSDE,
@@ -35,18 +48,18 @@ from .solve import (
     supported_methods,
 )
 
-from .ensemble import EnsembleStats, combine_partials, ensemble_partials, ensemble_statistics
-
 __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "NOISE_TYPES", "SDE_TYPES", "ProtocolSDE", "as_sde",
     "GaussianMarginals", "DiffusionSDE",
-    "BrownianMotion", "OrnsteinUhlenbeck", "GeometricBrownianMotion",
+    "BrownianMotion", "OrnsteinUhlenbeck", "GeometricBrownianMotion", "LinearSDE",
     "VPSDE", "SubVPSDE", "VESDE", "EDMSDE",
     "ConvertedSDE", "to_ito", "to_stratonovich", "ito_stratonovich_correction",
     "simulate", "solve_ode", "supported_methods", "check_sde_functions",
     "Solution", "SolveStats", "SDE_METHODS", "ODE_METHODS",
     "EnsembleStats", "ensemble_statistics", "ensemble_partials", "combine_partials",
+    "fokker_planck_residual", "FPResidual", "apply_adjoint", "apply_generator",
+    "solve_fokker_planck", "FPSolution", "stationary_density", "Grid1D", "Grid2D",
     "__version__",
 ]
