@@ -251,3 +251,40 @@ def dump_json(obj: Any, path: Path | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
+    """Peak extra memory of one call of ``fn`` in MiB: CUDA max allocated, or CPU RSS sampled every 1 ms."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    import threading
+
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            done.wait(0.001)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        th.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return (peak[0] - base) / 2**20

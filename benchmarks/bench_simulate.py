@@ -70,6 +70,22 @@ def run_native(x0: torch.Tensor, t1: float) -> torch.Tensor:
     return sol.xs[-1]
 
 
+_COMPILE_TIMES: dict[tuple, float] = {}
+
+
+def run_compiled(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    """The fused path: chunks of steps compiled with torch.compile (compile time recorded separately)."""
+    sde = _COMPILED_SDE.setdefault(str(x0.device), sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device))
+    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
+                           generator=SEED, compile=True)
+    key = (tuple(x0.shape), round(t1 / DT))
+    _COMPILE_TIMES[key] = _COMPILE_TIMES.get(key, 0.0) + sol.stats.compile_time
+    return sol.xs[-1]
+
+
+_COMPILED_SDE: dict[str, torch.nn.Module] = {}
+
+
 def run_torchsde(x0: torch.Tensor, t1: float) -> torch.Tensor:
     sde = OUTorchsde(THETA, MEAN, SIGMA)
     ts = torch.tensor([0.0, t1], dtype=x0.dtype, device=x0.device)
@@ -128,7 +144,7 @@ def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.
     full_warm = work <= 1e8
     row: dict = {"B": B, "d": d, "steps": steps, "numel": numel, "element_steps": work}
     warnings: list[str] = []
-    impls = [("native", run_native), ("torchsde", run_torchsde), ("plain", run_plain)]
+    impls = [("native", run_native), ("compiled", run_compiled), ("torchsde", run_torchsde), ("plain", run_plain)]
     for name, fn in impls:
         rec: dict = {"repeats": repeats_for(name, numel, args.quick)}
         try:
@@ -163,7 +179,12 @@ def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.
             traceback.print_exc()
             rec["error"] = f"{type(err).__name__}: {err}"
         row[name] = rec
+    row["compile_s"] = sum(v for k, v in _COMPILE_TIMES.items() if k[0] == (B, d))
+    with torch.no_grad():
+        row["native_peak_mb"] = _common.peak_memory_mb(lambda: run_native(x0, t1), device)
     nat, tsd, pl = (row[k].get("rate") for k in ("native", "torchsde", "plain"))
+    comp = row["compiled"].get("rate")
+    row["compiled_over_torchsde"] = comp / tsd if comp and tsd else None
     row["native_over_torchsde"] = nat / tsd if nat and tsd else None
     row["native_over_plain"] = nat / pl if nat and pl else None
     row["goal_torchsde"] = _goal(B <= GOAL_TORCHSDE_MAX_B, row["native_over_torchsde"], GOAL_TORCHSDE)
@@ -189,11 +210,13 @@ def _cell(rec: dict) -> str:
 
 
 def render(rows: list[dict]) -> str:
-    header = ["B", "d", "native el-steps/s", "torchsde", "plain loop", "native/torchsde", "native/plain",
+    header = ["B", "d", "native el-steps/s", "compiled", "torchsde", "plain loop", "native/torchsde", "native/plain",
+              "compiled/torchsde", "compile s", "native peak MiB",
               f"≥{GOAL_TORCHSDE:g}× torchsde (B≤{GOAL_TORCHSDE_MAX_B})",
               f"≥{GOAL_PLAIN:g}× plain (B≥{GOAL_PLAIN_MIN_B})"]
-    body = [[r["B"], r["d"], _cell(r["native"]), _cell(r["torchsde"]), _cell(r["plain"]),
+    body = [[r["B"], r["d"], _cell(r["native"]), _cell(r["compiled"]), _cell(r["torchsde"]), _cell(r["plain"]),
              _common.fmt_ratio(r["native_over_torchsde"]), _common.fmt_ratio(r["native_over_plain"]),
+             _common.fmt_ratio(r["compiled_over_torchsde"]), f"{r['compile_s']:.1f}", f"{r['native_peak_mb']:.1f}",
              r["goal_torchsde"], r["goal_plain"]] for r in rows]
     return _common.markdown_table(header, body)
 
@@ -241,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in ds:
             row = bench_case(B, d, steps, device, args)
             rows.append(row)
-            cells = [f"{k} {_cell(row[k]):>9}" for k in ("native", "torchsde", "plain")]
+            cells = [f"{k} {_cell(row[k]):>9}" for k in ("native", "compiled", "torchsde", "plain")]
             print(f"  B={B:>7} d={d:>2}: {'  '.join(cells)}  el-steps/s", flush=True)
             for w in row["warnings"]:
                 print(f"  WARNING (sanity check of the final state) {w}", flush=True)

@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .commands import bench as _bench
 from .commands import simulate as _simulate
 
-COMMANDS = [_simulate]
+COMMANDS = [_simulate, _bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

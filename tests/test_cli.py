@@ -38,3 +38,14 @@ def test_console_script_entry_point():
                         "--dt", "0.1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "backend native" in r.stdout
+
+
+def test_bench_json(capsys):
+    import json
+
+    assert main(["bench", "--json", "--repeats", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    cases = [r["case"] for r in data["results"]]
+    assert any("simulate" in c for c in cases) and any("ODE" in c for c in cases)
+    assert all(r["sdeflow"] > 0 and r["reference"] > 0 for r in data["results"])
+    assert main(["bench", "--repeats", "0"]) == 2

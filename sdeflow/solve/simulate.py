@@ -242,6 +242,8 @@ def simulate(
             save_index = np.arange(len(grid.times))
             ts_out = -grid.times if decreasing else grid.times
         shape = _noise_shape(sde, x0, m)
+        # Balance the blocks (1000 steps in chunks of <= 128 -> 8 x 125) so no long eager tail remains.
+        chunk = -(-grid.n_steps // -(-grid.n_steps // chunk))
         if work_bm is not None:
             noise = BrownianIncrements(work_bm, grid.times, shape, space_time=cls.needs_space_time, chunk_steps=chunk)
         else:

@@ -97,11 +97,12 @@ def integrate_sde_fused(
             fn = _compiled(method, k, dt, space_time)
             tic = time.perf_counter()
             try:
-                first = not getattr(fn, "_sdeflow_ran", False)
+                seen = fn.__dict__.setdefault("_sdeflow_seen", set())
+                sig = (tuple(x.shape), x.dtype, x.device)  # a new signature compiles a new graph
                 x = fn(x, tl[i], w_blk, u_blk)
-                if first:
+                if sig not in seen:
                     compile_time += time.perf_counter() - tic
-                    fn._sdeflow_ran = True
+                    seen.add(sig)
             except Exception as err:  # compilation unavailable: run this and later blocks eagerly
                 key = type(err).__name__
                 if key not in _WARNED:
