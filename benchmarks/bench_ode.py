@@ -19,9 +19,9 @@ import torchdiffeq
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
 import sdeflow  # noqa: E402
+
+import _common  # noqa: E402
 
 DT = 0.01
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("forward", "forward+backward"):
         times = {}
         for name, fn in impls.items():
-            def run(fn=fn):
+            def run(fn=fn, mode=mode):
                 if mode == "forward":
                     with torch.no_grad():
                         return fn()

@@ -30,11 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402  (this folder, not a package)
 import torch  # noqa: E402
 import torchsde  # noqa: E402
 
 import sdeflow  # noqa: E402
+
+import _common  # noqa: E402  (this folder, not a package)
 
 THETA, MEAN, SIGMA = 1.0, 0.0, 0.5
 DT = 1e-3

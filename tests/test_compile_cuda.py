@@ -73,3 +73,36 @@ def test_cuda_generator_reproducible_and_torchsde_backend():
 def test_cuda_device_mismatch_message():
     with pytest.raises(ValueError, match="move one of them"):
         sf.simulate(sf.OrnsteinUhlenbeck(), torch.zeros(2, 1, device="cuda"), [0, 1], dt=0.1)
+
+
+@CUDA
+def test_cuda_native_loop_never_synchronises_with_the_host():
+    import numpy as np
+
+    from sdeflow.solve.grid import build_grid
+    from sdeflow.solve.native.engine import integrate_sde
+    from sdeflow.solve.noise import GaussianIncrements
+
+    ou = sf.OrnsteinUhlenbeck().to("cuda")
+    x0 = torch.zeros(1024, 4, device="cuda")
+    grid = build_grid(np.array([0.0, 0.5, 1.0]), 1e-2)
+    gen = torch.Generator("cuda").manual_seed(0)
+    noise = GaussianIncrements(tuple(x0.shape), grid.dts, generator=gen, device=x0.device, dtype=x0.dtype)
+    method = SDE_METHODS["euler"](ou)
+    ou.drift(torch.tensor(0.0, device="cuda"), x0)  # fill the dtype cache outside the checked region
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = integrate_sde(method, x0, grid.times, grid.save_index, noise)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(out) == 3
+
+
+@CUDA
+@pytest.mark.slow
+def test_cuda_fused_matches_eager():
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5).to("cuda")
+    x0 = torch.zeros(4096, 16, device="cuda", dtype=torch.float64)
+    a = sf.simulate(ou, x0, [0.0, 1.0], dt=1e-2, generator=1, chunk=25)
+    b = sf.simulate(ou, x0, [0.0, 1.0], dt=1e-2, generator=1, chunk=25, compile=True)
+    torch.testing.assert_close(a.xs, b.xs, rtol=1e-12, atol=1e-12)

@@ -5,6 +5,7 @@ import torch
 import torch.multiprocessing as mp
 
 import sdeflow as sf
+
 from _dist_workers import ENSEMBLE, TS, ddp_worker, ensemble_reference, ensemble_worker, load_example
 
 

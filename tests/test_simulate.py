@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 import torchsde
-from helpers import mean_and_se
 from torch import nn
 
 import sdeflow as sf
+
+from helpers import mean_and_se
 
 
 class GeneralNoise(sf.SDE):

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 import torchsde
-from helpers import mean_and_se, var_and_se
 
 import sdeflow as sf
+
+from helpers import mean_and_se, var_and_se
 
 N = 20_000
 # Each case: SDE, x0 value, times to check, dt (small enough that the O(dt) bias of the scheme is

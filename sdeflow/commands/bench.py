@@ -51,9 +51,9 @@ def _simulate_cases(device: torch.device, repeats: int) -> list[dict]:
 
     ou = OrnsteinUhlenbeck(1.0, 0.0, 0.5).to(device)
     rows = []
+    t1 = STEPS * DT
     for b, d in ((1, 1), (64, 16), (4096, 16)):
         x0 = torch.zeros(b, d, device=device)
-        t1 = STEPS * DT
 
         def native(x0: torch.Tensor = x0) -> object:
             return simulate(ou, x0, [0.0, t1], dt=DT, save="final", generator=0)
