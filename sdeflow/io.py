@@ -25,6 +25,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as fh:  # the bytes are on disk before the rename makes them visible
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600 files: keep the mode of the file replaced, else the umask default.
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -28,6 +28,37 @@ def _progress_bar(total: int, enabled: bool, desc: str):  # noqa: ANN202
     return tqdm(total=total, desc=desc, unit="step", mininterval=0.5)
 
 
+def _loop(
+    advance: Callable[[int, Tensor], Tensor],
+    x0: Tensor,
+    n: int,
+    save_index: np.ndarray,
+    bar: object | None = None,
+) -> list[Tensor]:
+    """Run ``x = advance(i, x)`` for i < n, keeping the states at ``save_index`` (grid indices, in order)."""
+    save = save_index.tolist() + [-1]
+    out: list[Tensor] = []
+    k = 0
+    if save[0] == 0:
+        out.append(x0)
+        k = 1
+    nxt = save[k]
+    x = x0
+    every = max(1, n // 200)
+    for i in range(n):
+        x = advance(i, x)
+        if i + 1 == nxt:
+            out.append(x)
+            k += 1
+            nxt = save[k]
+        if bar is not None and (i + 1) % every == 0:
+            bar.update(every)
+    if bar is not None:
+        bar.update(n - bar.n)
+        bar.close()
+    return out
+
+
 def integrate_sde(
     method: NativeSDEMethod,
     x0: Tensor,
@@ -41,30 +72,13 @@ def integrate_sde(
     n = len(times) - 1
     tt = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
     dts = np.diff(times).tolist()
-    save = save_index.tolist()
-    out: list[Tensor] = []
-    k = 0
-    if save and save[0] == 0:
-        out.append(x0)
-        k = 1
-    nxt = save[k] if k < len(save) else -1
-    x = x0
     step = method.step
-    bar = _progress_bar(n, progress, f"simulate ({method.name})")
-    every = max(1, n // 200)
-    for i in range(n):
+
+    def advance(i: int, x: Tensor) -> Tensor:
         dw, u = noise(i)
-        x = step(tt[i], tt[i + 1], dts[i], x, dw, u)
-        if i + 1 == nxt:
-            out.append(x)
-            k += 1
-            nxt = save[k] if k < len(save) else -1
-        if bar is not None and (i + 1) % every == 0:
-            bar.update(every)
-    if bar is not None:
-        bar.update(n - bar.n)
-        bar.close()
-    return out
+        return step(tt[i], tt[i + 1], dts[i], x, dw, u)
+
+    return _loop(advance, x0, n, save_index, _progress_bar(n, progress, f"simulate ({method.name})"))
 
 
 def integrate_ode(
@@ -77,19 +91,5 @@ def integrate_ode(
     n = len(times) - 1
     tt = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
     dts = np.diff(times).tolist()
-    save = save_index.tolist()
-    out: list[Tensor] = []
-    k = 0
-    if save and save[0] == 0:
-        out.append(x0)
-        k = 1
-    nxt = save[k] if k < len(save) else -1
-    x = x0
     step = method.step
-    for i in range(n):
-        x = step(tt[i], tt[i + 1], dts[i], x)
-        if i + 1 == nxt:
-            out.append(x)
-            k += 1
-            nxt = save[k] if k < len(save) else -1
-    return out
+    return _loop(lambda i, x: step(tt[i], tt[i + 1], dts[i], x), x0, n, save_index)
