@@ -21,6 +21,10 @@ leaves through an absorbing boundary. Schemes:
     number ``P = a h / d`` and effective drift ``a = f_k − ½ ∂_k D_kk``. Second order, upwind as
     ``d → 0``; the operator is an M-matrix (non-negative off-diagonals) whenever ``D`` is diagonal,
     so ``exp(t L) p ≥ 0`` for every Péclet number.
+``"auto"`` (the default)
+    Face by face: ``"fv4"`` where the cell Péclet number ``|a| h / d`` is at most 2, ``"sg"`` where
+    it is larger (e.g. far out in the tails of a confining drift, or everywhere for a
+    drift-dominated problem). Fluxes are per face, so the mixture is still conservative.
 ``"central"``
     The plain second-order central flux ``F = f (p_L + p_R)/2 − ½ (D_R p_R − D_L p_L)/h``; the
     baseline the other two are measured against.
@@ -45,7 +49,8 @@ __all__ = ["FPOperator", "fokker_planck_operator", "SCHEMES", "BOUNDARIES", "eva
 
 SCHEMES = ("auto", "fv4", "sg", "central")
 BOUNDARIES = ("reflecting", "absorbing", "periodic")
-#: ``scheme="auto"`` uses ``"fv4"`` while the largest cell Péclet number is at most this, else ``"sg"``.
+#: ``scheme="auto"`` uses the fourth-order flux on faces whose cell Péclet number is at most this and the
+#: Scharfetter–Gummel flux on the others (centred fluxes oscillate above 2; SG stays positive).
 AUTO_PECLET = 2.0
 
 
@@ -55,7 +60,8 @@ class FPOperator:
 
     Attributes:
         matrix: the sparse operator.
-        scheme: the scheme used (``"auto"`` resolved).
+        scheme: the scheme used: ``"fv4"``, ``"sg"``, ``"central"``, or ``"fv4+sg"`` when ``"auto"``
+            mixed them face by face.
         boundary: the boundary condition.
         peclet: the largest cell Péclet number ``|a| h / (D_kk/2)`` over interior faces.
         metzler: True when every off-diagonal entry is ≥ 0 (then ``exp(tL)`` preserves positivity).
@@ -381,7 +387,8 @@ def _cross_terms(coef: _Coefficients, k: int, order: int) -> sp.csr_matrix | Non
     return total
 
 
-def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False) -> tuple[sp.csr_matrix, float]:
+def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Two-point (SG or central) face fluxes of axis k, and the cell Péclet number of every face."""
     grid, bc = coef.grid, coef.bc
     shape, h = grid.shape, grid.spacing[k]
     n = shape[k]
@@ -409,14 +416,14 @@ def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False) -> tuple[sp.
     with np.errstate(divide="ignore", invalid="ignore"):
         pe = np.where(dh > 0, np.abs(peclet_a) * h / np.where(dh > 0, dh, 1.0),
                       np.where(peclet_a != 0, np.inf, 0.0))
-    peclet = float(pe[interior].max()) if interior.any() else 0.0
+    pe = np.where(interior, pe, 0.0)
     flux = _two_point(cl, cr, k, shape, bc)
     cross = _cross_terms(coef, k, 2)
     if cross is not None:
         flux = flux - cross
     if bc == "absorbing":
         flux = flux + _absorbing_faces(coef, k, shape)
-    return flux, peclet
+    return flux, pe
 
 
 def _flux_fv4(coef: _Coefficients, k: int) -> sp.csr_matrix:
@@ -479,8 +486,8 @@ def fokker_planck_operator(
         sde: any SDE whose state is a vector of ``grid.ndim`` coordinates (states (M, ndim)).
         grid: a :class:`~sdeflow.fokker_planck.Grid1D` / :class:`~sdeflow.fokker_planck.Grid2D`.
         t: the time at which drift and diffusion are evaluated.
-        scheme: ``"fv4"``, ``"sg"``, ``"central"`` or ``"auto"`` (``"fv4"`` while the largest cell
-            Péclet number is ≤ 2, else ``"sg"``). See the module docstring.
+        scheme: ``"fv4"``, ``"sg"``, ``"central"`` or ``"auto"`` (face by face: ``"fv4"`` where the
+            cell Péclet number is ≤ 2, ``"sg"`` elsewhere). See the module docstring.
         boundary: ``"reflecting"``, ``"absorbing"`` or ``"periodic"``.
 
     Returns:
@@ -494,35 +501,36 @@ def fokker_planck_operator(
         raise ValueError(f"boundary must be one of {BOUNDARIES}; got {boundary!r}.")
     coef = _Coefficients(as_sde(sde), grid, float(t), boundary)
     shape = grid.shape
-    sg_fluxes, peclets = [], []
+    matrix = sp.csr_matrix((grid.size, grid.size))
+    peclet, n_fv4, n_faces = 0.0, 0, 0
     for k in range(grid.ndim):
         flux, pe = _flux_sg(coef, k, central=(scheme == "central"))
-        sg_fluxes.append(flux)
-        peclets.append(pe)
-    peclet = max(peclets)
-    used = scheme
-    if scheme == "auto":
-        used = "fv4" if peclet <= AUTO_PECLET else "sg"
-    matrix = sp.csr_matrix((grid.size, grid.size))
-    for k in range(grid.ndim):
-        flux = sg_fluxes[k]
-        if used == "fv4":
-            f4 = _flux_fv4(coef, k)
+        peclet = max(peclet, float(pe.max()) if pe.size else 0.0)
+        fshape = _replace(shape, k, _n_faces(shape[k], boundary))
+        if scheme in ("fv4", "auto"):
+            # Fourth-order faces: all (fv4) or those with cell Péclet <= AUTO_PECLET (auto), and never within
+            # two cells of a non-periodic wall, where the stencils do not fit; the rest keep the SG flux.
+            eligible = np.ones(fshape, bool)
             if boundary != "periodic":
-                # Two cells from a wall the fourth-order stencils do not fit: keep the SG rows there.
-                fshape = _replace(shape, k, shape[k] + 1)
-                fk = np.indices(fshape)[k].reshape(-1)
-                keep = ((fk >= 2) & (fk <= shape[k] - 2)).astype(np.float64)
-                f4 = sp.diags(keep) @ f4 + sp.diags(1.0 - keep) @ flux
-            flux = f4
+                fk = np.indices(fshape)[k]
+                eligible &= (fk >= 2) & (fk <= shape[k] - 2)
+            keep = eligible & (pe <= AUTO_PECLET) if scheme == "auto" else eligible
+            keep = keep.reshape(-1)
+            n_fv4 += int(keep.sum())
+            n_faces += int(eligible.sum())
+            if keep.any():
+                w = keep.astype(np.float64)
+                flux = sp.diags(w) @ _flux_fv4(coef, k) + sp.diags(1.0 - w) @ flux
         if boundary == "reflecting":
             rows = _boundary_rows(k, shape, boundary)
             mask = np.ones(flux.shape[0])
             mask[rows] = 0.0
             flux = sp.diags(mask) @ flux
-        div = _kron_axis(_div(shape[k], grid.spacing[k], boundary), k,
-                         _replace(shape, k, _n_faces(shape[k], boundary)))
+        div = _kron_axis(_div(shape[k], grid.spacing[k], boundary), k, fshape)
         matrix = matrix - div @ flux
+    used = scheme
+    if scheme == "auto":
+        used = "sg" if n_fv4 == 0 else ("fv4" if n_fv4 == n_faces else "fv4+sg")
     matrix = sp.csr_matrix(matrix)
     matrix.sum_duplicates()
     matrix.eliminate_zeros()

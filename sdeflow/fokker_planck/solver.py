@@ -179,9 +179,10 @@ def solve_fokker_planck(
         ts: increasing times, shape (T,); ``ts[0]`` is the time of ``p0``.
         boundary: ``"reflecting"`` (no flux through the box; mass conserved), ``"absorbing"``
             (zero density outside; mass leaves) or ``"periodic"``.
-        scheme: ``"auto"`` (``"fv4"`` while the cell Péclet number is ≤ 2, else ``"sg"``),
-            ``"fv4"`` (fourth order), ``"sg"`` (Scharfetter–Gummel, positivity by construction)
-            or ``"central"`` (second-order baseline). See :mod:`sdeflow.fokker_planck.operator`.
+        scheme: ``"auto"`` (face by face: ``"fv4"`` where the cell Péclet number is ≤ 2, ``"sg"``
+            elsewhere), ``"fv4"`` (fourth order), ``"sg"`` (Scharfetter–Gummel, positivity by
+            construction) or ``"central"`` (second-order baseline). See
+            :mod:`sdeflow.fokker_planck.operator`.
         autonomous: treat the coefficients as time-independent (one operator, exact exponential).
             ``None`` detects it by assembling the operator at three times.
         dt: Magnus step for time-dependent coefficients; default ``(ts[-1] − ts[0]) / 64``.
@@ -220,10 +221,10 @@ def solve_fokker_planck(
 
     t_start, t_end = float(ts_np[0]), float(ts_np[-1])
     op0 = assemble(t_start, scheme)
-    used = op0.scheme  # "auto" is resolved once, at the start, and kept for every later operator
+    used = op0.scheme  # what "auto" chose at the start (face by face it may change with t)
     peclet = op0.peclet
     if autonomous is None:
-        autonomous = all(_same_operator(op0, assemble(t_start + frac * (t_end - t_start), used))
+        autonomous = all(_same_operator(op0, assemble(t_start + frac * (t_end - t_start), scheme))
                          for frac in (0.5 * (math.sqrt(5) - 1), 1.0))
     out = [p]
     kstats = KrylovStats()
@@ -245,7 +246,7 @@ def solve_fokker_planck(
                 h = (b - a) / n
                 for i in range(n):
                     t0 = a + i * h
-                    apply_fn, pe = _magnus(assemble, used, t0, h, device)
+                    apply_fn, pe = _magnus(assemble, scheme, t0, h, device)
                     peclet = max(peclet, pe)
                     p, ks = expm_krylov(apply_fn, p.reshape(-1), 1.0, tol=tol / n)
                     p = p.reshape(grid.shape)

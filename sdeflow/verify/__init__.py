@@ -1,0 +1,11 @@
+"""Verification against theory: convergence orders, statistical tests, reference problems, the suite."""
+
+from .brownian import NestedBrownianPath
+from .orders import OrderResult, declared_orders, fit_order, strong_order, weak_order
+from .problems import PROBLEMS, DoubleWell, GibbsSDE, ReferenceProblem, SineAdditive, example_gibbs, get_problem
+
+__all__ = [
+    "NestedBrownianPath",
+    "OrderResult", "strong_order", "weak_order", "declared_orders", "fit_order",
+    "DoubleWell", "SineAdditive", "GibbsSDE", "example_gibbs", "ReferenceProblem", "PROBLEMS", "get_problem",
+]
