@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from .commands import bench as _bench
 from .commands import simulate as _simulate
+from .commands import verify as _verify
 
-COMMANDS = [_simulate, _bench]
+COMMANDS = [_simulate, _bench, _verify]
 
 
 def build_parser() -> argparse.ArgumentParser:

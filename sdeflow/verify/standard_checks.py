@@ -401,6 +401,7 @@ def _gibbs_grid(ctx: SuiteContext) -> CheckOutcome:
 CHI2_LEVEL = 1e-3
 
 
+@lru_cache(maxsize=2)
 def _mc_double_well(n_paths: int, t: float, device: torch.device, seed: int) -> Tensor:
     gen = torch.Generator(device=device).manual_seed(seed)
     x0 = 0.5 + 0.3 * torch.randn(n_paths, 1, generator=gen, dtype=_F64, device=device)
@@ -419,7 +420,7 @@ def _double_well_grid(device: str) -> tuple[Grid1D, object]:
                 description="histogram of simulated double-well paths at t = 2 vs the grid density: chi-square "
                             "p ≥ 1e-3")
 def _mc_grid_dw(ctx: SuiteContext) -> CheckOutcome:
-    n = 20_000 if ctx.quick else 100_000
+    n = 20_000 if ctx.quick else 50_000
     grid, sol = _double_well_grid(str(ctx.device))
     x = _mc_double_well(n, 2.0, ctx.device, ctx.seed + 11)
     res = compare_to_density(x.cpu(), grid, sol.final.cpu(), cells_per_bin=6, level=CHI2_LEVEL)
@@ -442,7 +443,7 @@ def _mc_grid_dw(ctx: SuiteContext) -> CheckOutcome:
 @register_check("mc_vs_grid/chi_square_power", group="mc_vs_grid", quick=True,
                 description="the same paths against the grid density at t = 1 (the wrong time) are rejected: p ≤ 1e-3")
 def _mc_grid_power(ctx: SuiteContext) -> CheckOutcome:
-    n = 20_000 if ctx.quick else 100_000
+    n = 20_000 if ctx.quick else 50_000
     grid, sol = _double_well_grid(str(ctx.device))
     x = _mc_double_well(n, 2.0, ctx.device, ctx.seed + 11)
     res = compare_to_density(x.cpu(), grid, sol.p[1].cpu(), cells_per_bin=6, level=CHI2_LEVEL)
@@ -456,7 +457,7 @@ def _mc_grid_ou(ctx: SuiteContext) -> CheckOutcome:
     c = OU1D
     r = _ou_1d(1000, str(ctx.device))
     gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 5)
-    n = 100_000
+    n = 50_000
     x0 = c["m0"] + c["s0"] * torch.randn(n, 1, generator=gen, dtype=_F64, device=ctx.device)
     ou = sdes.OrnsteinUhlenbeck(c["theta"], 0.0, c["sigma"]).to(ctx.device)
     x = simulate(ou, x0, [0.0, c["t"]], method="sra1", dt=0.01, generator=gen, save="final").final
