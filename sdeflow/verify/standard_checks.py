@@ -288,7 +288,9 @@ def _plot_2d(r: dict, path: Path) -> list[Path]:
     im = axes[0].imshow(sol.final.cpu().numpy().T, origin="lower", extent=ext)
     fig.colorbar(im, ax=axes[0])
     axes[0].set_title("grid density, t = 1", fontsize=9)
-    im = axes[1].imshow((sol.final.cpu() - r["exact"].cpu()).numpy().T, origin="lower", extent=ext, cmap="RdBu")
+    err = (sol.final.cpu() - r["exact"].cpu()).numpy().T
+    vmax = float(abs(err).max()) or 1.0
+    im = axes[1].imshow(err, origin="lower", extent=ext, cmap="RdBu", vmin=-vmax, vmax=vmax)
     fig.colorbar(im, ax=axes[1])
     axes[1].set_title(f"grid − exact (L1 {r['l1']:.1e})", fontsize=9)
     fig.tight_layout()
