@@ -45,7 +45,8 @@ from ..sde.base import SDE, as_sde
 from ..sde.stratonovich import to_ito
 from .grid import Grid
 
-__all__ = ["FPOperator", "fokker_planck_operator", "SCHEMES", "BOUNDARIES", "evaluate_coefficients"]
+__all__ = ["FPOperator", "fokker_planck_operator", "SCHEMES", "BOUNDARIES", "evaluate_coefficients",
+           "coefficients_change"]
 
 SCHEMES = ("auto", "fv4", "sg", "central")
 BOUNDARIES = ("reflecting", "absorbing", "periodic")
@@ -470,6 +471,17 @@ def _flux_fv4(coef: _Coefficients, k: int) -> sp.csr_matrix:
     if cross is not None:
         flux = flux - cross
     return sp.csr_matrix(flux)
+
+
+def coefficients_change(sde: object, grid: Grid, t0: float, times: list[float], boundary: str) -> bool:
+    """True when the drift or diffusion on the grid's cells and faces differs between ``t0`` and any of ``times``."""
+    base = _Coefficients(as_sde(sde), grid, float(t0), boundary)
+    for t in times:
+        other = _Coefficients(as_sde(sde), grid, float(t), boundary)
+        for key in base.f:
+            if not (np.array_equal(base.f[key], other.f[key]) and np.array_equal(base.D[key], other.D[key])):
+                return True
+    return False
 
 
 def fokker_planck_operator(
