@@ -12,6 +12,7 @@ TORCHDIFFEQ_METHODS: tuple[str, ...] = (
     "dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
     "rk4", "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver",
 )
+_RK_ADAPTIVE: tuple[str, ...] = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_GRID_METHODS: tuple[str, ...] = (
     "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams",
 )
@@ -55,6 +56,10 @@ def solve_torchdiffeq(
         options["step_size"] = dt
     if max_steps is not None and method not in FIXED_GRID_METHODS:
         options["max_num_steps"] = int(max_steps)
+    if method in _RK_ADAPTIVE:
+        # Land on every output time instead of stepping past the last one and interpolating: the field
+        # is then never evaluated outside [ts[0], ts[-1]] (a VP PF-ODE is undefined at t < 0).
+        options["step_t"] = ts
     if adjoint:
         params = tuple(p for p in counter.parameters() if p.requires_grad)
         xs = torchdiffeq.odeint_adjoint(counter, x0, ts, rtol=rtol, atol=atol, method=method,
