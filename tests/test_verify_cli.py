@@ -80,6 +80,19 @@ def test_registry_api(scratch_registry, capsys):
     assert "test/ok" in capsys.readouterr().out
 
 
+def test_verify_guide_examples_run(scratch_registry):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "verify.md").read_text()
+    namespace = {}
+    for code in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        exec(compile(code, "verify.md", "exec"), namespace)
+    assert namespace["r"].passed
+    assert any(c.name == "mine/tilted_stationary" for c in registered_checks(select="mine/*"))
+    assert run_suite(select="mine/tilted_stationary").passed
+
+
 def test_bad_arguments(capsys):
     assert cli.main(["verify", "--only", "no-such-check-xyz"]) == 2
     assert "no check matches" in capsys.readouterr().err
