@@ -81,7 +81,13 @@ class GaussianMixture(nn.Module):
             )
         if not torch.allclose(c, c.transpose(-1, -2), rtol=1e-10, atol=1e-12):
             raise ValueError("covs must be symmetric matrices.")
-        evals, evecs = torch.linalg.eigh(c)
+        diagonal = bool(torch.equal(c, torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))))
+        if diagonal:  # axis-aligned components: no rotation needed (and a faster path below)
+            evals = torch.diagonal(c, dim1=-2, dim2=-1).clone()
+            evecs = torch.eye(d, dtype=torch.float64).repeat(k, 1, 1)
+        else:
+            evals, evecs = torch.linalg.eigh(c)
+        self._diagonal = diagonal
         if bool((evals <= 0).any()):
             raise ValueError("covs must be positive definite (every eigenvalue > 0).")
         self.register_buffer("weights", w / w.sum())
@@ -177,12 +183,16 @@ class GaussianMixture(nn.Module):
         if shift is not None:
             centre = centre + shift
         diff = x[:, None, :] - centre  # (B, K, d)
-        y = torch.einsum("bkd,kde->bke", diff, u)  # coordinates in each component's eigenbasis
+        y = diff if self._diagonal else torch.einsum("bkd,kde->bke", diff, u)  # coordinates in the eigenbasis
         var = a * a * lam + s * s  # (K, d) or (B, K, d)
-        quad = (y * y / var).sum(-1)  # (B, K)
-        logdet = torch.log(var).sum(-1)  # (K,) or (B, K)
+        quad = _sum_last(y * y / var)  # (B, K)
+        logdet = _sum_last(torch.log(var))  # (K,) or (B, K)
         logits = logw - 0.5 * quad - 0.5 * logdet - 0.5 * self.dim * _LOG_2PI
         return logits, y, var, a, lam, u
+
+    def _rotate(self, u: Tensor, y: Tensor) -> Tensor:
+        """``U_k y_k`` for y (B, K, d): back from each component's eigenbasis."""
+        return y if self._diagonal else torch.einsum("kde,bke->bkd", u, y)
 
     def log_prob(self, x: Tensor, t: Tensor | float | None = None, sde: object = None) -> Tensor:
         """``log p_t(x)``, shape (B,)."""
@@ -191,25 +201,25 @@ class GaussianMixture(nn.Module):
 
     def responsibilities(self, x: Tensor, t: Tensor | float | None = None, sde: object = None) -> Tensor:
         """Posterior component probabilities ``P(k | x_t = x)``, shape (B, K)."""
-        return torch.softmax(self._parts(x, t, sde)[0], dim=-1)
+        return _softmax_last(self._parts(x, t, sde)[0])
 
     def score(self, x: Tensor, t: Tensor | float | None = None, sde: object = None) -> Tensor:
         """``∇_x log p_t(x)``, shape (B, d)."""
         logits, y, var, _, _, u = self._parts(x, t, sde)
-        r = torch.softmax(logits, dim=-1)  # (B, K)
-        comp = torch.einsum("kde,bke->bkd", u, y / var)  # C_k^{-1} (x − α μ_k)
-        return -(r[..., None] * comp).sum(1)
+        r = _softmax_last(logits)  # (B, K)
+        comp = self._rotate(u, y / var)  # C_k^{-1} (x − α μ_k)
+        return -_mix(r, comp)
 
     def denoiser(self, x: Tensor, t: Tensor | float, sde: object) -> Tensor:
         """The ideal denoiser ``E[x_0 | x_t = x]``, shape (B, d)."""
         if t is None:
             raise ValueError("denoiser needs a time t and an sde.")
         logits, y, var, a, lam, u = self._parts(x, t, sde)
-        r = torch.softmax(logits, dim=-1)
+        r = _softmax_last(logits)
         _, mu, _, _ = self._params(x)
         # E[x_0 | x_t, k] = μ_k + α Σ_k C_k^{-1} (x − α μ_k − shift) = μ_k + α U (λ / var · y)
-        comp = mu + torch.einsum("kde,bke->bkd", u, a * lam / var * y)
-        return (r[..., None] * comp).sum(1)
+        comp = mu + self._rotate(u, a * lam / var * y)
+        return _mix(r, comp)
 
     def denoiser_sigma(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """The EDM denoiser ``D(x, σ) = E[x_0 | x_0 + σ n = x]`` (B, d); ``sigma`` a scalar or (B,)."""
@@ -220,10 +230,10 @@ class GaussianMixture(nn.Module):
         elif sig.dim() != 0:
             raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},); got {tuple(sig.shape)}.")
         logits, y, var, _, lam, u = self._parts_at(x, torch.ones_like(sig), sig, None)
-        r = torch.softmax(logits, dim=-1)
+        r = _softmax_last(logits)
         mu = self._params(x)[1]
-        comp = mu + torch.einsum("kde,bke->bkd", u, lam / var * y)
-        return (r[..., None] * comp).sum(1)
+        comp = mu + self._rotate(u, lam / var * y)
+        return _mix(r, comp)
 
     # -- callables for the solvers -------------------------------------------------------------------
     def score_fn(self, sde: object) -> Callable[[Tensor, Tensor], Tensor]:
@@ -236,10 +246,14 @@ class GaussianMixture(nn.Module):
         return score
 
     def log_prob_fn(self, sde: object) -> Callable[[Tensor, Tensor], Tensor]:
-        """``log p_t(x)`` as a function ``(x, t) -> (B,)`` under ``sde`` (for Fokker–Planck residuals)."""
+        """``log p_t(x)`` as a function ``(t, x) -> (B,)`` under ``sde``.
+
+        Time first, as :func:`sdeflow.fokker_planck.fokker_planck_residual` and
+        :func:`sdeflow.continuity_residual` expect.
+        """
         _check_sde(sde)
 
-        def log_prob(x: Tensor, t: Tensor) -> Tensor:
+        def log_prob(t: Tensor, x: Tensor) -> Tensor:
             return self.log_prob(x, t, sde)
 
         return log_prob
@@ -283,6 +297,21 @@ class GaussianMixture(nn.Module):
         x = self.sample(n, generator=generator, dtype=torch.float64)
         lp = self.log_prob(x)
         return float(lp.mean()), float(lp.std() / math.sqrt(n))
+
+
+# Reductions over a short last dimension (d or K) are slow as .sum(-1) on CPU; a matmul is not.
+def _sum_last(v: Tensor) -> Tensor:
+    return (v @ v.new_ones(v.shape[-1], 1)).squeeze(-1)
+
+
+def _softmax_last(logits: Tensor) -> Tensor:
+    e = torch.exp(logits - logits.amax(-1, keepdim=True))
+    return e / (e @ e.new_ones(e.shape[-1], 1))
+
+
+def _mix(r: Tensor, comp: Tensor) -> Tensor:
+    """``Σ_k r_k comp_k`` for r (B, K) and comp (B, K, d)."""
+    return torch.bmm(r.unsqueeze(1), comp.expand(r.shape[0], -1, -1)).squeeze(1)
 
 
 def _check_sde(sde: object) -> None:
