@@ -30,6 +30,8 @@ from torch import Tensor
 
 __all__ = ["KrylovStats", "expm_krylov"]
 
+# Reorthogonalise when a Gram–Schmidt pass leaves less than this fraction of the vector's norm.
+_REORTH = 0.7071
 # Arnoldi sizes at which the error estimate is tried before growing the basis further.
 _CHECKPOINTS = (8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 
@@ -113,13 +115,18 @@ def expm_krylov(
         for j in range(m_max):
             z = apply(V[j])
             stats.matvecs += 1
-            # Classical Gram–Schmidt, twice (stable and BLAS-2).
-            h1 = V[: j + 1] @ z
-            z = z - h1 @ V[: j + 1]
-            h2 = V[: j + 1] @ z
-            z = z - h2 @ V[: j + 1]
-            H[: j + 1, j] = (h1 + h2).cpu()
+            # Classical Gram–Schmidt (BLAS-2), repeated only when the first pass cancelled most of z
+            # (the Daniel–Gragg–Kaufman–Stewart criterion; "twice is enough").
+            znorm = float(torch.linalg.vector_norm(z))
+            h = V[: j + 1] @ z
+            z = z - h @ V[: j + 1]
             hn = float(torch.linalg.vector_norm(z))
+            if hn < _REORTH * znorm:
+                h2 = V[: j + 1] @ z
+                z = z - h2 @ V[: j + 1]
+                h = h + h2
+                hn = float(torch.linalg.vector_norm(z))
+            H[: j + 1, j] = h.cpu()
             H[j + 1, j] = hn
             m = j + 1
             breakdown = hn <= 1e-14 * max(beta, 1.0) * max(1.0, float(H[: j + 1, j].abs().max()))

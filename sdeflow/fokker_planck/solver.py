@@ -14,10 +14,9 @@ Method of lines: the finite-volume operator ``L`` of :mod:`sdeflow.fokker_planck
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,21 +88,6 @@ class FPSolution:
         """L1 distance between the density at ``ts[index]`` and cell averages ``q`` (grid shape)."""
         q = torch.as_tensor(q, dtype=self.p.dtype, device=self.p.device)
         return float(self.grid.l1(self.p[index], q))
-
-
-@contextlib.contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
-    """Run torch's CPU ops on one thread: the Krylov loop's BLAS-2 products are memory-bound, and
-    multithreaded BLAS on a loaded machine was measured 40-100x slower than one thread."""
-    if device.type != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class _Apply:
@@ -223,30 +207,29 @@ def solve_fokker_planck(
         autonomous = not coefficients_change(sde, grid, t_start, [t_mid, t_end], boundary)
     out = [p]
     kstats = KrylovStats()
-    with _single_thread(device):
-        if autonomous:
-            apply = _Apply(op0.matrix, device)
-            for a, b in zip(ts_np[:-1], ts_np[1:], strict=True):
-                p, ks = expm_krylov(apply, p.reshape(-1), float(b - a), tol=tol)
+    if autonomous:
+        apply = _Apply(op0.matrix, device)
+        for a, b in zip(ts_np[:-1], ts_np[1:], strict=True):
+            p, ks = expm_krylov(apply, p.reshape(-1), float(b - a), tol=tol)
+            p = p.reshape(grid.shape)
+            kstats.add(ks)
+            out.append(p)
+    else:
+        span = t_end - t_start
+        step = span / 64 if dt is None else float(dt)
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"dt must be a positive number; got {dt!r}.")
+        for a, b in zip(ts_np[:-1], ts_np[1:], strict=True):
+            n = max(1, math.ceil((b - a) / step - 1e-9))
+            h = (b - a) / n
+            for i in range(n):
+                t0 = a + i * h
+                apply_fn, pe = _magnus(assemble, scheme, t0, h, device)
+                peclet = max(peclet, pe)
+                p, ks = expm_krylov(apply_fn, p.reshape(-1), 1.0, tol=tol / n)
                 p = p.reshape(grid.shape)
                 kstats.add(ks)
-                out.append(p)
-        else:
-            span = t_end - t_start
-            step = span / 64 if dt is None else float(dt)
-            if not (math.isfinite(step) and step > 0):
-                raise ValueError(f"dt must be a positive number; got {dt!r}.")
-            for a, b in zip(ts_np[:-1], ts_np[1:], strict=True):
-                n = max(1, math.ceil((b - a) / step - 1e-9))
-                h = (b - a) / n
-                for i in range(n):
-                    t0 = a + i * h
-                    apply_fn, pe = _magnus(assemble, scheme, t0, h, device)
-                    peclet = max(peclet, pe)
-                    p, ks = expm_krylov(apply_fn, p.reshape(-1), 1.0, tol=tol / n)
-                    p = p.reshape(grid.shape)
-                    kstats.add(ks)
-                out.append(p)
+            out.append(p)
     stats.matvecs, stats.substeps, stats.rejected = kstats.matvecs, kstats.substeps, kstats.rejected
     if device.type == "cuda":
         torch.cuda.synchronize(device)
