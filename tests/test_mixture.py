@@ -53,7 +53,7 @@ def test_data_density_and_gaussian_marginal_sdes():
     # OU: x_t = m + (x0 − m)e^{−θt} + noise: an affine map with one scale, handled exactly
     ou = sf.OrnsteinUhlenbeck(theta=1.5, mean=0.5, sigma=0.7)
     t = 0.4
-    a, s = math.exp(-1.5 * t), float(ou.marginal_std(t))
+    a, s = math.exp(-1.5 * t), float(ou.marginal_std(torch.tensor(t, dtype=torch.float64)))
     shifted = sf.GaussianMixture(gm.weights, gm.means * a + 0.5 * (1 - a), a * a * gm.covs + s * s * torch.eye(2, dtype=torch.float64))
     torch.testing.assert_close(gm.log_prob(x, t, ou), shifted.log_prob(x), rtol=1e-10, atol=1e-10)
     with pytest.raises(TypeError, match="DiffusionSDE or a Gaussian-marginal SDE"):
