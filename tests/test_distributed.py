@@ -51,7 +51,7 @@ def test_two_gloo_processes_give_the_single_process_ensemble(tmp_path):
 
 
 def test_ddp_loss_curve_equals_one_process_with_the_same_global_batch(tmp_path):
-    torch.set_num_threads(1)
+    # (No torch.set_num_threads here: changing it in the pytest process slows every later test.)
     losses, model = load_example("ddp_score_matching").train(steps=25, global_batch=64, seed=4)
     outs = _spawn(ddp_worker, tmp_path)
     for o in outs:
