@@ -71,6 +71,9 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
         raise ValueError(f"rho must be a number > 0; got {rho!r}.")
     a, b = hi ** (1.0 / rho), lo ** (1.0 / rho)
     sig = (a + _ramp(n) * (b - a)) ** rho
+    sig[0] = hi  # exact ends (the power leaves round-off)
+    if n > 1:
+        sig[-1] = lo
     return _finish(sig, append_zero)
 
 
