@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Modules imported by :func:`run_suite` so that their ``register_check`` calls have run.
-CHECK_MODULES: list[str] = ["sdeflow.verify.standard_checks"]
+CHECK_MODULES: list[str] = ["sdeflow.verify.standard_checks", "sdeflow.generative.checks"]
 
 COMPARISONS = ("abs", "le", "ge")
 
