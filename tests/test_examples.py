@@ -26,3 +26,15 @@ def test_custom_sampler_example():
         r = out[key]
         slack = 3 * r["delta_nll_se"] + 0.02
         assert -slack < r["delta_nll"] < 0.054 + slack, (key, r)
+
+
+def test_samplers_doc_runs():
+    import re
+
+    text = (ROOT / "docs" / "samplers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    scope: dict = {}
+    for code in blocks:
+        exec(compile(code, "docs/samplers.md", "exec"), scope)
+    assert scope["res"].nfe == 35 and scope["sol"].final.shape == (2000, 2)
