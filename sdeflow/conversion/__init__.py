@@ -1,5 +1,6 @@
 """Conversions of an SDE: probability-flow ODE, reverse-time SDE, likelihood, model parameterizations."""
 
+from .continuity import ContinuityResidual, continuity_residual
 from .likelihood import LikelihoodResult, bits_per_dim, divergence, log_likelihood
 from .parameterization import (
     PREDICTIONS,
@@ -20,4 +21,5 @@ __all__ = [
     "PREDICTIONS", "convert_prediction", "noise_level", "time_at_noise_level",
     "SDEDenoiser", "DenoiserModel", "denoiser_from_model", "model_from_denoiser", "score_from_denoiser",
     "LikelihoodResult", "log_likelihood", "bits_per_dim", "divergence",
+    "ContinuityResidual", "continuity_residual",
 ]
