@@ -82,6 +82,8 @@ def _plot(rows: list[dict], path: Path, heun35: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax in axes:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     keys = sorted({(r["sampler"], r["grid"]) for r in rows}, key=lambda k: (k[1], k[0]))
     for key in keys:
         pts = sorted((r["nfe"], r["pathwise"], r["delta_nll"]) for r in rows if (r["sampler"], r["grid"]) == key)
