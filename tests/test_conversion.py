@@ -276,6 +276,8 @@ def test_conversion_errors_name_the_argument():
         pf(torch.tensor(0.5), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="target must be one of"):
         convert_prediction(torch.zeros(2, 2), torch.zeros(2, 2), 0.5, vp, source="score", target="noise")
+    with pytest.raises(ValueError, match="t must be > 0"):
+        convert_prediction(torch.zeros(2, 2), torch.zeros(2, 2), 0.0, vp, source="x0", target="score")
     with pytest.raises(TypeError, match="DiffusionSDE"):
         convert_prediction(torch.zeros(2, 2), torch.zeros(2, 2), 0.5, sf.OrnsteinUhlenbeck(), source="score",
                            target="x0")

@@ -96,6 +96,11 @@ def convert_prediction(
     if source == target:
         return pred
     a, s = _scale_std(sde, t, x)
+    if not bool((s > 0).all()):
+        raise ValueError(
+            "t must be > 0 where σ(t) > 0: at σ(t) = 0 (the clean data) the noise and the score are undefined; "
+            "use t >= sde.eps."
+        )
     if source == "score":
         eps = -s * pred
         x0 = (x + s * s * pred) / a
