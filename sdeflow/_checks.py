@@ -20,6 +20,7 @@ __all__ = [
     "check_same_device",
     "make_generator",
     "broadcast_time",
+    "as_time",
 ]
 
 
@@ -126,6 +127,11 @@ def make_generator(generator: torch.Generator | int | None, device: torch.device
             )
         return generator
     raise TypeError(f"generator must be a torch.Generator, an int seed or None; got {type(generator).__name__}.")
+
+
+def as_time(t: Tensor | float) -> Tensor:
+    """A time as a tensor: tensors pass through, Python numbers become float64 (never float32)."""
+    return t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64)
 
 
 def broadcast_time(t: Tensor | float, x: Tensor) -> Tensor:

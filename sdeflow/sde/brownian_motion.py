@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from ._gaussian import GaussianMarginals, as_param, params_like
 from .base import SDE
 
@@ -37,7 +37,7 @@ class BrownianMotion(GaussianMarginals, SDE):
         return x0 + self.mu * broadcast_time(t, x0)
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        return self.sigma * torch.sqrt(torch.as_tensor(t))
+        return self.sigma * torch.sqrt(as_time(t))
 
     def exact_solution(self, x0: Tensor, t: Tensor | float, w_t: Tensor) -> Tensor:
         """The path value ``x0 + mu t + sigma W_t`` for a Brownian value ``w_t`` (shape of ``x0``)."""

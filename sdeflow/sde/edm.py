@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from ._gaussian import DiffusionSDE
 
 __all__ = ["EDMSDE"]
@@ -34,11 +34,11 @@ class EDMSDE(DiffusionSDE):
         return torch.sqrt(2 * broadcast_time(t, x))
 
     def marginal_scale(self, t: Tensor | float) -> Tensor:
-        return torch.ones_like(torch.as_tensor(t))
+        return torch.ones_like(as_time(t))
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        return torch.as_tensor(t) * 1.0
+        return as_time(t) * 1.0
 
     def sigma(self, t: Tensor) -> Tensor:
         """σ(t) = t."""
-        return torch.as_tensor(t)
+        return as_time(t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from ._gaussian import GaussianMarginals, as_param, params_like
 from .base import SDE
 
@@ -41,7 +41,7 @@ class OrnsteinUhlenbeck(GaussianMarginals, SDE):
         return self.mean + (x0 - self.mean) * torch.exp(-self.theta * t)
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        t = torch.as_tensor(t)
+        t = as_time(t)
         return self.sigma * torch.sqrt(-torch.expm1(-2 * self.theta * t) / (2 * self.theta))
 
     def stationary_std(self) -> Tensor:

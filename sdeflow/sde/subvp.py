@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from .vp import VPSDE
 
 __all__ = ["SubVPSDE"]
@@ -23,4 +23,4 @@ class SubVPSDE(VPSDE):
         return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self.integrated_beta(t)))
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        return -torch.expm1(-self.integrated_beta(torch.as_tensor(t)))
+        return -torch.expm1(-self.integrated_beta(as_time(t)))

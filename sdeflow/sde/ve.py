@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from ._gaussian import DiffusionSDE, as_param
 
 __all__ = ["VESDE"]
@@ -36,7 +36,7 @@ class VESDE(DiffusionSDE):
 
     def sigma(self, t: Tensor) -> Tensor:
         """σ(t) = σ_min (σ_max/σ_min)^(t/T)."""
-        return self.sigma_min * torch.exp(self._log_ratio * torch.as_tensor(t) / self.T)
+        return self.sigma_min * torch.exp(self._log_ratio * as_time(t) / self.T)
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
         return torch.zeros_like(x)
@@ -45,8 +45,8 @@ class VESDE(DiffusionSDE):
         return self.sigma(broadcast_time(t, x)) * math.sqrt(2 * self._log_ratio / self.T)
 
     def marginal_scale(self, t: Tensor | float) -> Tensor:
-        return torch.ones_like(torch.as_tensor(t))
+        return torch.ones_like(as_time(t))
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        s = self.sigma(torch.as_tensor(t))
+        s = self.sigma(as_time(t))
         return torch.sqrt(s * s - self.sigma_min**2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import broadcast_time
+from .._checks import as_time, broadcast_time
 from ._gaussian import DiffusionSDE, as_param
 
 __all__ = ["VPSDE"]
@@ -46,7 +46,7 @@ class VPSDE(DiffusionSDE):
         return torch.sqrt(self.beta(broadcast_time(t, x)))
 
     def marginal_scale(self, t: Tensor | float) -> Tensor:
-        return torch.exp(-0.5 * self.integrated_beta(torch.as_tensor(t)))
+        return torch.exp(-0.5 * self.integrated_beta(as_time(t)))
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
-        return torch.sqrt(-torch.expm1(-self.integrated_beta(torch.as_tensor(t))))
+        return torch.sqrt(-torch.expm1(-self.integrated_beta(as_time(t))))
