@@ -20,3 +20,8 @@ def test_readme_tour_runs():
 def test_getting_started_runs():
     for code in _python_blocks(ROOT / "docs" / "getting_started.md"):
         exec(compile(code, "getting_started.md", "exec"), {})
+
+
+def test_performance_doc_ensemble_example_runs():
+    blocks = _python_blocks(ROOT / "docs" / "performance.md")
+    exec(compile(blocks[0], "performance.md", "exec"), {})
