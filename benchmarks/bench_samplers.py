@@ -175,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     goal2 = ratio is not None and ratio <= 0.5
 
     table = _common.markdown_table(
-        ["sampler", "grid", "NFE", "pathwise", "ΔNLL ± SE", "max |Δw| (z)", "s"],
+        ["sampler", "grid", "NFE", "pathwise", "ΔNLL ± SE", "max |Δw| (z)", "s", "NFE/s (batch of n)"],
         [[r["sampler"], r["grid"], r["nfe"], "n/a (stochastic)" if r["pathwise"] is None else f"{r['pathwise']:.4f}",
           f"{r['delta_nll']:+.4f} ± {r['delta_nll_se']:.4f}", f"{r['mode_dev']:.4f} ({r['mode_z']:.1f})",
-          f"{r['seconds']:.1f}"] for r in rows])
+          f"{r['seconds']:.1f}", f"{r['nfe'] / r['seconds']:.1f}" if r["seconds"] > 0 else "-"] for r in rows])
     best = min(winners, key=lambda r: (r["nfe"], r["pathwise"])) if winners else None
     lines = [
         f"8 gaussians (radius 4, std 0.2), EDM SDE σ 80 → 0.002 → 0, exact denoiser, float64, {n} samples "
