@@ -48,7 +48,36 @@ def _times(sde: SDE, T: float | None, eps: float | None) -> tuple[float | None, 
     return (None if T is None else float(T)), (None if eps is None else float(eps))
 
 
-class ProbabilityFlowODE(SDE):
+class ScoreCorrected(SDE):
+    """Base of the converted equations: holds the Itô form of ``sde``, a score and the interval [eps, T]."""
+
+    def __init__(self, sde: object, score: ScoreFunction, *, T: float | None = None, eps: float | None = None) -> None:
+        super().__init__()
+        _check_score(score)
+        self.sde = _ito(sde)
+        if isinstance(score, nn.Module):
+            self.score = score
+        else:
+            self._score_plain = score
+        self.T, self.eps = _times(self.sde, T, eps)
+
+    @property
+    def score_fn(self) -> ScoreFunction:
+        """The score function ``s(x, t)``."""
+        return self.score if "score" in self._modules else self._score_plain
+
+    def score_corrected_drift(self, t: Tensor, x: Tensor, weight: float) -> Tensor:
+        """``f − weight (∇·(G Gᵀ) + G Gᵀ s)``: weight ½ is the PF-ODE, 1 the reverse-time SDE."""
+        sde = self.sde
+        s = call_score(self.score_fn, x, t)
+        g = sde.diffusion(t, x)
+        out = sde.drift(t, x) - weight * ggt_times(sde, t, x, s, g)
+        if not sde.is_additive:
+            out = out - weight * ggt_divergence(sde, t, x)
+        return out
+
+
+class ProbabilityFlowODE(ScoreCorrected):
     """``dx/dt = f − ½ ∇·(G Gᵀ) − ½ G Gᵀ s(x, t)`` for an SDE and a score ``s ≈ ∇log p_t``.
 
     Args:
@@ -67,30 +96,9 @@ class ProbabilityFlowODE(SDE):
     sde_type = "ito"
     additive = True
 
-    def __init__(self, sde: object, score: ScoreFunction, *, T: float | None = None, eps: float | None = None) -> None:
-        super().__init__()
-        _check_score(score)
-        self.sde = _ito(sde)
-        if isinstance(score, nn.Module):
-            self.score = score
-        else:
-            self._score_plain = score
-        self.T, self.eps = _times(self.sde, T, eps)
-
-    @property
-    def score_fn(self) -> ScoreFunction:
-        """The score function ``s(x, t)``."""
-        return self.score if "score" in self._modules else self._score_plain
-
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
         """The vector field at ``(t, x)``; ``t`` a scalar (0-dim) or one time per path (B,)."""
-        sde = self.sde
-        s = call_score(self.score_fn, x, t)
-        g = sde.diffusion(t, x)
-        v = sde.drift(t, x) - 0.5 * ggt_times(sde, t, x, s, g)
-        if not sde.is_additive:
-            v = v - 0.5 * ggt_divergence(sde, t, x)
-        return v
+        return self.score_corrected_drift(t, x, 0.5)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """``velocity(t, x)``: the torchdiffeq / :func:`sdeflow.solve_ode` protocol."""

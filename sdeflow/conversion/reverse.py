@@ -9,16 +9,15 @@ raw ``torchsde.sdeint`` call use :meth:`ReverseSDE.in_reversed_time`, whose time
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..sde.base import SDE, TimeFlipped
-from ._ops import call_score, ggt_divergence, ggt_times
-from .probability_flow import ScoreFunction, _check_score, _ito, _times
+from .probability_flow import ScoreCorrected, ScoreFunction
 
 __all__ = ["ReverseSDE", "reverse_sde"]
 
 
-class ReverseSDE(SDE):
+class ReverseSDE(ScoreCorrected):
     """The reverse-time SDE of ``sde`` with the score ``score(x, t)``; integrate it with decreasing times.
 
     Args:
@@ -32,33 +31,15 @@ class ReverseSDE(SDE):
     sde_type = "ito"
 
     def __init__(self, sde: object, score: ScoreFunction, *, T: float | None = None, eps: float | None = None) -> None:
-        super().__init__()
-        _check_score(score)
-        self.sde = _ito(sde)
-        if isinstance(score, nn.Module):
-            self.score = score
-        else:
-            self._score_plain = score
+        super().__init__(sde, score, T=T, eps=eps)
         self.noise_type = self.sde.noise_type
         self.additive = self.sde.is_additive
         self.brownian_size = self.sde.brownian_size
         self.event_shape = self.sde.event_shape
-        self.T, self.eps = _times(self.sde, T, eps)
-
-    @property
-    def score_fn(self) -> ScoreFunction:
-        """The score function ``s(x, t)``."""
-        return self.score if "score" in self._modules else self._score_plain
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
         """``f − ∇·(G Gᵀ) − G Gᵀ s`` at forward time ``t``."""
-        sde = self.sde
-        s = call_score(self.score_fn, x, t)
-        g = sde.diffusion(t, x)
-        out = sde.drift(t, x) - ggt_times(sde, t, x, s, g)
-        if not sde.is_additive:
-            out = out - ggt_divergence(sde, t, x)
-        return out
+        return self.score_corrected_drift(t, x, 1.0)
 
     def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
         return self.sde.diffusion(t, x)
