@@ -15,12 +15,11 @@ import math
 import os
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .ensemble import EnsembleStats, combine_partials, ensemble_partials
+from .ensemble import EnsembleStats, combine_partials, ensemble_partials, seeded_generator
 
 __all__ = [
     "init_from_env", "world", "ensemble_statistics", "all_reduce_mean", "rank_generator", "shard", "wrap_ddp",
@@ -92,10 +91,7 @@ def all_reduce_mean(value: Tensor) -> Tensor:
 def rank_generator(seed: int, device: torch.device | str = "cpu", *, rank: int | None = None) -> torch.Generator:
     """A generator whose stream is independent across ranks and reproducible for (seed, rank)."""
     r = world()[0] if rank is None else rank
-    state = np.random.SeedSequence([int(seed), 1_000_003, int(r)]).generate_state(1, dtype=np.uint64)[0]
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(state) & ((1 << 63) - 1))
-    return gen
+    return seeded_generator((seed, 1_000_003, r), device)
 
 
 def shard(global_batch: Tensor, *, rank: int | None = None, world_size: int | None = None) -> Tensor:

@@ -86,12 +86,17 @@ class EnsembleStats:
         return EnsembleStats(self.ts, n, mean, m2, hist, self.edges, outside)
 
 
-def batch_generator(seed: int, batch: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of batch ``batch`` of an ensemble with ``seed`` (independent streams per batch)."""
-    state = np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, dtype=np.uint64)[0]
+def seeded_generator(words: Sequence[int], device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from the integers ``words`` by NumPy's SeedSequence (independent streams)."""
+    state = np.random.SeedSequence([int(w) for w in words]).generate_state(1, dtype=np.uint64)[0]
     gen = torch.Generator(device=device)
     gen.manual_seed(int(state) & ((1 << 63) - 1))
     return gen
+
+
+def batch_generator(seed: int, batch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of batch ``batch`` of an ensemble with ``seed`` (independent streams per batch)."""
+    return seeded_generator((seed, batch), device)
 
 
 def _histogram(xs: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
@@ -160,8 +165,35 @@ def ensemble_partials(
 
     The arguments are those of :func:`ensemble_statistics`; :func:`combine_partials` merges the result.
     """
-    return _run(sde, x0, ts, n_paths=n_paths, dt=dt, batch_size=batch_size, method=method, seed=seed,
-                histogram=histogram, compile=compile, device=device, batches=batches)
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 2:
+        raise ValueError(f"n_paths must be an int >= 2; got {n_paths!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    ts_np = check_times(ts)
+    edges = None
+    if histogram is not None:
+        lo, hi, bins = histogram
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo) or int(bins) < 1:
+            raise ValueError(
+                f"histogram must be (low, high, bins) with low < high and bins >= 1; got {histogram!r}."
+            )
+        edges = torch.linspace(float(lo), float(hi), int(bins) + 1, dtype=torch.float64)
+    if device is None:
+        device = x0.device if isinstance(x0, Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    n_batches = math.ceil(n_paths / batch_size)
+    todo = range(n_batches) if batches is None else list(batches)
+    ts_t = torch.as_tensor(ts_np, dtype=torch.float64)
+    partials = []
+    for b in todo:
+        if not 0 <= b < n_batches:
+            raise ValueError(f"batch index {b} out of range for {n_batches} batches.")
+        nb = min(batch_size, n_paths - b * batch_size)
+        gen = batch_generator(seed, b, device)
+        xb = _x0_batch(x0.to(device) if isinstance(x0, Tensor) else x0, nb, gen)
+        sol = simulate(sde, xb, ts_np, dt=dt, method=method, generator=gen, compile=compile)
+        partials.append(batch_partial(sol.xs, ts_t, edges))
+    return partials
 
 
 def ensemble_statistics(
@@ -197,37 +229,6 @@ def ensemble_statistics(
     Returns:
         :class:`EnsembleStats` with ``mean``/``var`` of shape (T, *event_shape).
     """
-    return combine_partials(_run(sde, x0, ts, n_paths=n_paths, dt=dt, batch_size=batch_size, method=method,
-                                 seed=seed, histogram=histogram, compile=compile, device=device, batches=None))
-
-
-def _run(sde, x0, ts, *, n_paths, dt, batch_size, method, seed, histogram, compile, device, batches):  # noqa: ANN001,ANN202
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 2:
-        raise ValueError(f"n_paths must be an int >= 2; got {n_paths!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-    ts_np = check_times(ts)
-    edges = None
-    if histogram is not None:
-        lo, hi, bins = histogram
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo) or int(bins) < 1:
-            raise ValueError(
-                f"histogram must be (low, high, bins) with low < high and bins >= 1; got {histogram!r}."
-            )
-        edges = torch.linspace(float(lo), float(hi), int(bins) + 1, dtype=torch.float64)
-    if device is None:
-        device = x0.device if isinstance(x0, Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    n_batches = math.ceil(n_paths / batch_size)
-    todo = range(n_batches) if batches is None else list(batches)
-    ts_t = torch.as_tensor(ts_np, dtype=torch.float64)
-    partials = []
-    for b in todo:
-        if not 0 <= b < n_batches:
-            raise ValueError(f"batch index {b} out of range for {n_batches} batches.")
-        nb = min(batch_size, n_paths - b * batch_size)
-        gen = batch_generator(seed, b, device)
-        xb = _x0_batch(x0.to(device) if isinstance(x0, Tensor) else x0, nb, gen)
-        sol = simulate(sde, xb, ts_np, dt=dt, method=method, generator=gen, compile=compile)
-        partials.append(batch_partial(sol.xs, ts_t, edges))
-    return partials
+    return combine_partials(ensemble_partials(sde, x0, ts, n_paths=n_paths, dt=dt, batch_size=batch_size,
+                                              method=method, seed=seed, histogram=histogram, compile=compile,
+                                              device=device))
