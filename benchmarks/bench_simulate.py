@@ -44,6 +44,8 @@ GOAL_TORCHSDE = 10.0  # native / torchsde, for B <= GOAL_TORCHSDE_MAX_B
 GOAL_TORCHSDE_MAX_B = 4096
 GOAL_PLAIN = 0.9  # native / plain loop, for B >= GOAL_PLAIN_MIN_B
 GOAL_PLAIN_MIN_B = 64
+GOAL_GPU_RATE = 1e11  # CUDA: best fused path at 1048576 x 16, element-steps/s
+GOAL_GPU_1X1_MS = 2.0  # CUDA: best fused path at 1 x 1, milliseconds per 1000-step simulate() call
 
 
 class OUTorchsde(torch.nn.Module):
@@ -85,6 +87,14 @@ def run_compiled(x0: torch.Tensor, t1: float) -> torch.Tensor:
 
 
 _COMPILED_SDE: dict[str, torch.nn.Module] = {}
+
+
+def run_triton(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    """The whole-trajectory Triton kernel, noise drawn in the kernel (CUDA)."""
+    sde = sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device)
+    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
+                           generator=SEED, compile="triton")
+    return sol.xs[-1]
 
 
 def run_torchsde(x0: torch.Tensor, t1: float) -> torch.Tensor:
@@ -146,6 +156,8 @@ def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.
     row: dict = {"B": B, "d": d, "steps": steps, "numel": numel, "element_steps": work}
     warnings: list[str] = []
     impls = [("native", run_native), ("compiled", run_compiled), ("torchsde", run_torchsde), ("plain", run_plain)]
+    if device.type == "cuda":
+        impls.append(("triton", run_triton))
     for name, fn in impls:
         rec: dict = {"repeats": repeats_for(name, numel, args.quick)}
         try:
@@ -191,6 +203,8 @@ def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.
     row["compile_s"] = sum(v for k, v in _COMPILE_TIMES.items() if k[0] == (B, d))
     with torch.no_grad():
         row["native_peak_mb"] = _common.peak_memory_mb(lambda: run_native(x0, t1), device)
+        if device.type == "cuda" and "rate" in row.get("triton", {}):
+            row["triton_peak_mb"] = _common.peak_memory_mb(lambda: run_triton(x0, t1), device)
     nat, tsd, pl = (row[k].get("rate") for k in ("native", "torchsde", "plain"))
     comp = row["compiled"].get("rate")
     row["compiled_over_torchsde"] = comp / tsd if comp and tsd else None
@@ -198,6 +212,16 @@ def bench_case(B: int, d: int, steps: int, device: torch.device, args: argparse.
     row["native_over_plain"] = nat / pl if nat and pl else None
     row["goal_torchsde"] = _goal(B <= GOAL_TORCHSDE_MAX_B, row["native_over_torchsde"], GOAL_TORCHSDE)
     row["goal_plain"] = _goal(B >= GOAL_PLAIN_MIN_B, row["native_over_plain"], GOAL_PLAIN)
+    if device.type == "cuda":
+        fused = [row[k]["rate"] for k in ("compiled", "triton") if "rate" in row.get(k, {})]
+        row["best_fused"] = max(fused) if fused else None
+        row["best_fused_ms"] = work / row["best_fused"] * 1e3 if fused else None
+        if B == 1 and d == 1:
+            row["goal_gpu"] = _goal(True, 1 / row["best_fused_ms"] if fused else None, 1 / GOAL_GPU_1X1_MS)
+        elif B * d >= 2**24:
+            row["goal_gpu"] = _goal(True, row["best_fused"], GOAL_GPU_RATE)
+        else:
+            row["goal_gpu"] = "n/a"
     row["warnings"] = warnings
     return row
 
@@ -219,6 +243,8 @@ def _cell(rec: dict) -> str:
 
 
 def render(rows: list[dict]) -> str:
+    if "goal_gpu" in rows[0]:
+        return render_cuda(rows)
     header = ["B", "d", "native el-steps/s", "compiled", "torchsde", "plain loop", "native/torchsde", "native/plain",
               "compiled/torchsde", "compile s", "native peak MiB",
               f"≥{GOAL_TORCHSDE:g}× torchsde (B≤{GOAL_TORCHSDE_MAX_B})",
@@ -230,9 +256,29 @@ def render(rows: list[dict]) -> str:
     return _common.markdown_table(header, body)
 
 
+def render_cuda(rows: list[dict]) -> str:
+    header = ["B", "d", "native", "compiled", "triton", "torchsde", "plain loop", "triton/torchsde", "triton/plain",
+              "compiled/plain", "native/torchsde", "best fused ms/call", "compile s", "peak MiB native / triton",
+              f"GPU goal (≥{GOAL_GPU_RATE:.0e} at 2^24 el.; ≤{GOAL_GPU_1X1_MS:g} ms at 1×1)"]
+
+    def ratio(r: dict, a: str, b: str) -> str:
+        x, y = r[a].get("rate"), r[b].get("rate")
+        return _common.fmt_ratio(x / y if x and y else None)
+
+    body = [[r["B"], r["d"], *(_cell(r[k]) for k in ("native", "compiled", "triton", "torchsde", "plain")),
+             ratio(r, "triton", "torchsde"), ratio(r, "triton", "plain"), ratio(r, "compiled", "plain"),
+             ratio(r, "native", "torchsde"),
+             f"{r['best_fused_ms']:.3g}" if r["best_fused_ms"] else "–", f"{r['compile_s']:.1f}",
+             f"{r['native_peak_mb']:.0f} / {r.get('triton_peak_mb', float('nan')):.0f}", r["goal_gpu"]]
+            for r in rows]
+    return _common.markdown_table(header, body)
+
+
 def goal_summary(rows: list[dict]) -> tuple[bool, list[str]]:
     fails = []
     for r in rows:
+        if r.get("goal_gpu", "").startswith("FAIL"):
+            fails.append(f"B={r['B']}, d={r['d']}: GPU goal not met (best fused {r['best_fused_ms']} ms/call)")
         if r["goal_torchsde"].startswith("FAIL"):
             ratio = _common.fmt_ratio(r["native_over_torchsde"])
             fails.append(f"B={r['B']}, d={r['d']}: native/torchsde = {ratio} < {GOAL_TORCHSDE:g}x")
@@ -249,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
     p.add_argument("--json", metavar="PATH", help="also dump the raw numbers as JSON")
+    p.add_argument("--sizes", metavar="BxD,...",
+                   help="comma-separated cases such as 1x1,65536x16 (default: a grid for the device)")
     p.add_argument("--torchsde-limit", type=float, default=60.0, metavar="S",
                    help="skip torchsde where one run is estimated to take longer than S seconds (default 60)")
     args = p.parse_args(argv)
@@ -262,21 +310,30 @@ def main(argv: list[str] | None = None) -> int:
     else:
         Bs = [1, 64, 4096, 65536]
     ds = [1, 16]
+    # on a GPU, the cases of the issue's table: 1x1 (latency), then d = 16 up to 2^24 elements
+    default_cases = ([(1, 1), (64, 16), (4096, 16), (65536, 16), (1048576, 16)] if device.type == "cuda"
+                     and not args.quick else [(B, d) for B in Bs for d in ds])
     info = _common.machine_info(device)
     desc = _common.machine_description(info)
     print(f"bench_simulate: OU(theta={THETA}, mean={MEAN}, sigma={SIGMA}), Euler–Maruyama, {steps} steps of "
           f"dt={DT}, save='final'")
     print(f"machine: {desc}", flush=True)
 
+    cases = default_cases
+    if args.sizes:
+        try:
+            cases = [tuple(int(v) for v in c.lower().split("x")) for c in args.sizes.split(",")]
+        except ValueError:
+            p.error(f"--sizes takes cases like 1x1,65536x16; got {args.sizes!r}")
     rows = []
-    for B in Bs:
-        for d in ds:
-            row = bench_case(B, d, steps, device, args)
-            rows.append(row)
-            cells = [f"{k} {_cell(row[k]):>9}" for k in ("native", "compiled", "torchsde", "plain")]
-            print(f"  B={B:>7} d={d:>2}: {'  '.join(cells)}  el-steps/s", flush=True)
-            for w in row["warnings"]:
-                print(f"  WARNING (sanity check of the final state) {w}", flush=True)
+    for B, d in cases:
+        row = bench_case(B, d, steps, device, args)
+        rows.append(row)
+        cells = [f"{k} {_cell(row[k]):>9}" for k in ("native", "compiled", "triton", "torchsde", "plain")
+                 if k in row]
+        print(f"  B={B:>7} d={d:>2}: {'  '.join(cells)}  el-steps/s", flush=True)
+        for w in row["warnings"]:
+            print(f"  WARNING (sanity check of the final state) {w}", flush=True)
 
     table = render(rows)
     ok, fails = goal_summary(rows)

@@ -106,3 +106,45 @@ def test_cuda_fused_matches_eager():
     a = sf.simulate(ou, x0, [0.0, 1.0], dt=1e-2, generator=1, chunk=25)
     b = sf.simulate(ou, x0, [0.0, 1.0], dt=1e-2, generator=1, chunk=25, compile=True)
     torch.testing.assert_close(a.xs, b.xs, rtol=1e-12, atol=1e-12)
+
+
+def _mlp_denoiser(device):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.SiLU(), torch.nn.Linear(32, 2)).to(device)
+
+    class Den(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, sigma):
+            return x / (1 + sigma[:, None] ** 2) + self.net(torch.cat([x, sigma[:, None].log()], 1))
+
+    return Den()
+
+
+def _check_sampler_compile(device):
+    from sdeflow.generative.samplers import initial_noise, sample_dpmpp_2m, sample_heun
+    from sdeflow.generative.schedules import karras_sigmas
+
+    den = _mlp_denoiser(device)
+    sched = karras_sigmas(10, 0.002, 80.0)
+    x = initial_noise((256, 2), sched, generator=0, device=device)
+    with torch.no_grad():
+        for sampler in (sample_heun, sample_dpmpp_2m):
+            a = sampler(den, x, sched)
+            b = sampler(den, x, sched, compile=True)
+            torch.testing.assert_close(b.x, a.x, rtol=1e-4, atol=1e-4)
+            assert b.nfe == a.nfe and "compile_time" in b.info
+    with pytest.raises(TypeError, match="compile must be"):
+        sample_heun(den, x, sched, compile="yes")
+
+
+@pytest.mark.slow
+def test_sampler_compile_matches_eager_cpu():
+    _check_sampler_compile("cpu")
+
+
+@CUDA
+def test_cuda_sampler_compile_matches_eager():
+    _check_sampler_compile("cuda")

@@ -112,8 +112,11 @@ class GaussianMixture(nn.Module):
         return f"n_components={self.n_components}, dim={self.dim}"
 
     def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        key = (x.dtype, x.device)
         src = (self.weights, self.means, self._evals, self._evecs)
+        if torch.compiler.is_compiling():  # inside a compiled graph the conversions fuse; no cache
+            conv = tuple(t.to(dtype=x.dtype, device=x.device) for t in src)
+            return (torch.log(conv[0]),) + conv[1:]
+        key = (x.dtype, x.device)
         stamp = tuple((id(t), t._version) for t in src)
         hit = self._cache.get(key)
         if hit is None or hit[0] != stamp:

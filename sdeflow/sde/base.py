@@ -46,6 +46,9 @@ class SDE(nn.Module):
         sde_type: ``"ito"`` or ``"stratonovich"``.
         additive: True when the diffusion does not depend on ``x`` (implied by ``noise_type="additive"``).
         brownian_size: ``m`` for additive/general noise when known in advance (else inferred).
+        elementwise_affine: True when, element by element, the drift is ``a(t) x + b(t)`` and the
+            (diagonal) diffusion ``c(t) x + e(t)``; it lets ``simulate(compile="triton")`` run the
+            whole trajectory in one GPU kernel. A wrong claim is caught by a probe, not trusted.
         event_shape: used only by the torchsde-protocol methods ``f``/``g`` to reshape flat 2-D
             states ``(B, prod(event_shape))``; ``None`` means the states are already ``(B, d)``.
     """
@@ -53,6 +56,7 @@ class SDE(nn.Module):
     noise_type: str = "diagonal"
     sde_type: str = "ito"
     additive: bool = False
+    elementwise_affine: bool = False
     brownian_size: int | None = None
     event_shape: tuple[int, ...] | None = None
 
@@ -168,6 +172,7 @@ class TimeFlipped(SDE):
         self.noise_type = base.noise_type
         self.sde_type = base.sde_type
         self.additive = base.is_additive
+        self.elementwise_affine = bool(getattr(base, "elementwise_affine", False))
         self.brownian_size = base.brownian_size
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:

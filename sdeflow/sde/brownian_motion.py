@@ -21,6 +21,7 @@ class BrownianMotion(GaussianMarginals, SDE):
     noise_type = "diagonal"
     sde_type = "ito"
     additive = True
+    elementwise_affine = True
 
     def __init__(self, mu: float | Tensor = 0.0, sigma: float | Tensor = 1.0) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ class EDMSDE(DiffusionSDE):
 
     noise_type = "diagonal"
     sde_type = "ito"
+    elementwise_affine = True
 
     def __init__(self, T: float = 80.0, eps: float = 0.002) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ class GeometricBrownianMotion(SDE):
 
     noise_type = "diagonal"
     sde_type = "ito"
+    elementwise_affine = True
 
     def __init__(self, mu: float | Tensor = 0.0, sigma: float | Tensor = 1.0) -> None:
         super().__init__()

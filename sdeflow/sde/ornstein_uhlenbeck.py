@@ -22,6 +22,7 @@ class OrnsteinUhlenbeck(GaussianMarginals, SDE):
     noise_type = "diagonal"
     sde_type = "ito"
     additive = True
+    elementwise_affine = True
 
     def __init__(self, theta: float | Tensor = 1.0, mean: float | Tensor = 0.0, sigma: float | Tensor = 1.0) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ class VESDE(DiffusionSDE):
 
     noise_type = "diagonal"
     sde_type = "ito"
+    elementwise_affine = True
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__()

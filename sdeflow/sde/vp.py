@@ -20,6 +20,7 @@ class VPSDE(DiffusionSDE):
 
     noise_type = "diagonal"
     sde_type = "ito"
+    elementwise_affine = True
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, eps: float = 1e-3) -> None:
         super().__init__()

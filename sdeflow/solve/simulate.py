@@ -17,6 +17,7 @@ from .grid import build_grid
 from .native import SDE_METHODS
 from .native.engine import integrate_sde
 from .native.fused import DEFAULT_CHUNK, integrate_sde_fused
+from .native.triton_linear import TRITON_METHODS, integrate_sde_triton, triton_unavailable_reason
 from .noise import BrownianIncrements, GaussianIncrements, ReflectedBrownian
 from .solution import Solution, SolveStats, path_status
 
@@ -107,6 +108,30 @@ def _noise_shape(sde: SDE, x0: Tensor, m: int) -> tuple[int, ...]:
     return (x0.shape[0], m)
 
 
+def _check_triton(sde: SDE, x0: Tensor, method: str, bm: object | None) -> None:
+    """Why ``compile='triton'`` cannot run, as a ValueError naming the argument to change."""
+    hint = "use compile=True (torch.compile) for this SDE"
+    reason = triton_unavailable_reason(x0.device)
+    if reason is not None:
+        raise ValueError(f"compile='triton' cannot run: {reason}; {hint}.")
+    if not getattr(sde, "elementwise_affine", False) or sde.noise_type != "diagonal" or sde.sde_type != "ito":
+        raise ValueError(
+            f"compile='triton' needs an Itô SDE with diagonal noise and elementwise_affine = True (drift "
+            f"a(t) x + b(t), diffusion c(t) x + e(t)); {type(sde).__name__} is not declared so; {hint}."
+        )
+    if METHOD_ALIASES.get(method.lower(), method.lower()) not in TRITON_METHODS:
+        raise ValueError(f"compile='triton' implements method {' and '.join(TRITON_METHODS)}; got method={method!r}.")
+    if bm is not None:
+        raise ValueError("compile='triton' draws its noise inside the kernel and cannot follow a given Brownian "
+                         "path; drop bm (pass generator=seed) or use compile=True.")
+
+
+def _philox_seed(gen: torch.Generator | None, device: torch.device) -> int:
+    """A 63-bit kernel seed drawn from ``gen`` (torch's global generator when None)."""
+    cpu_side = torch.randint(0, 2**62, (1,), generator=gen, device=gen.device if gen is not None else "cpu")
+    return int(cpu_side)
+
+
 def simulate(
     sde: object,
     x0: Tensor,
@@ -123,7 +148,7 @@ def simulate(
     save: SaveMode = "ts",
     adjoint: bool = False,
     progress: bool = False,
-    compile: bool = False,
+    compile: bool | Literal["inductor", "triton"] = False,
     chunk: int = DEFAULT_CHUNK,
 ) -> Solution:
     """Integrate ``dx = f dt + G dW`` from ``x0`` at ``ts[0]`` over the times ``ts``.
@@ -152,9 +177,15 @@ def simulate(
             ``"steps"`` (every native step).
         adjoint: gradients by torchsde's ``sdeint_adjoint`` (torchsde backend).
         progress: show a progress bar (native backend).
-        compile: the fused path (native backend): chunks of ``chunk`` equal steps compiled into one
-            graph with ``torch.compile``; falls back to the eager engine if compilation fails. The
-            first call per shape pays the compile time (``stats.compile_time``); later calls reuse it.
+        compile: the fused paths (native backend). ``True`` (or ``"inductor"``): chunks of ``chunk``
+            equal steps compiled into one graph with ``torch.compile``, fed the eager engine's noise
+            (same paths); falls back to the eager engine if compilation fails. The first call per
+            shape pays the compile time (``stats.compile_time``); later calls reuse it.
+            ``"triton"``: one GPU kernel runs all steps between save points with the noise drawn
+            in the kernel (Philox, keyed by a seed taken from ``generator``), for Itô SDEs with
+            ``elementwise_affine = True`` (OU, BM, GBM, VP, sub-VP, VE, EDM) and method
+            ``"euler"`` or ``"milstein"``; reproducible for a seed, but a different random stream
+            from the eager engine (see :mod:`sdeflow.solve.native.triton_linear`).
         chunk: at most this many steps share one ``randn`` call (and, with ``compile=True``, one
             compiled graph); fewer when a chunk would exceed 2^18 random numbers. The random stream
             depends on it, so keep it fixed to reproduce paths; eager and compiled runs with the same
@@ -192,9 +223,13 @@ def simulate(
         dt = check_step(dt, required_for="fixed-step integration (or pass adaptive=True)")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int (steps per compiled chunk); got {chunk!r}.")
+    if compile not in (False, True, "inductor", "triton"):
+        raise ValueError(f"compile must be False, True, 'inductor' or 'triton'; got {compile!r}.")
     if compile and (backend == "torchsde" or adaptive or adjoint):
-        raise ValueError("compile=True fuses the native fixed-step engine; use backend='native' (or 'auto') "
-                         "without adaptive or adjoint.")
+        raise ValueError(f"compile={compile!r} fuses the native fixed-step engine; use backend='native' (or "
+                         f"'auto') without adaptive or adjoint.")
+    if compile == "triton":
+        _check_triton(sde, x0, method, bm)
     for name, val in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(val, (int, float)) and val > 0):
             raise ValueError(f"{name} must be a positive number; got {val!r}.")
@@ -244,14 +279,19 @@ def simulate(
         shape = _noise_shape(sde, x0, m)
         # Balance the blocks (1000 steps in chunks of <= 128 -> 8 x 125) so no long eager tail remains.
         chunk = -(-grid.n_steps // -(-grid.n_steps // chunk))
-        if work_bm is not None:
+        if compile == "triton":
+            noise = None
+        elif work_bm is not None:
             noise = BrownianIncrements(work_bm, grid.times, shape, space_time=cls.needs_space_time, chunk_steps=chunk)
         else:
             noise = GaussianIncrements(shape, grid.dts, generator=gen, device=x0.device, dtype=x0.dtype,
                                        space_time=cls.needs_space_time, chunk_steps=chunk)
         solver = cls(work)
         compile_time = 0.0
-        if compile:
+        if compile == "triton":
+            seed = _philox_seed(gen, x0.device)
+            out, compile_time = integrate_sde_triton(work, x0, grid.times, save_index, seed=seed, method=native)
+        elif compile:
             out, compile_time = integrate_sde_fused(solver, x0, grid.times, save_index, noise, chunk=noise.chunk, dt=dt)
         else:
             out = integrate_sde(solver, x0, grid.times, save_index, noise, progress=progress)

@@ -48,9 +48,11 @@ def sample(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
     **options: object,
 ) -> SampleResult:
     """Run the sampler called ``name`` (a key of :data:`SAMPLERS`) with its options."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
-    return SAMPLERS[name](model, x, schedule, generator=generator, callback=callback, progress=progress, **options)
+    return SAMPLERS[name](model, x, schedule, generator=generator, callback=callback, progress=progress,
+                          compile=compile, **options)

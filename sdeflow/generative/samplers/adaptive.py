@@ -21,6 +21,7 @@ def sample_adaptive(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -39,7 +40,7 @@ def sample_adaptive(
         max_steps: cap on the number of adaptive steps.
     """
     run = SamplerRun(f"adaptive_{method}", model, x, schedule, generator=generator, callback=callback,
-                     progress=progress)
+                     progress=progress, compile=compile)
     pos = [s for s in run.sigma_values if s > 0]
     us = [math.log(s) for s in pos]
 

@@ -20,6 +20,7 @@ def sample_dpmpp_2m(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     """DPM-Solver++(2M): one evaluation per step, second order from the second step on.
 
@@ -28,7 +29,8 @@ def sample_dpmpp_2m(
     the last two denoised values: ``x_{i+1} = e^{−h} x_i + (1 − e^{−h}) [(1 + 1/2r) D_i − (1/2r) D_{i−1}]``,
     ``r = h_{i−1}/h``. The first step and the step to σ = 0 are first order (the last returns D).
     """
-    run = SamplerRun("dpmpp_2m", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("dpmpp_2m", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     old_den: Tensor | None = None
     h_last = 0.0
     for i, s, s_next in run.steps():

@@ -21,6 +21,7 @@ def sample_dpmpp_3m(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     """Third-order multistep sampler: one evaluation per step (NFE = steps).
 
@@ -31,7 +32,8 @@ def sample_dpmpp_3m(
     with ``I_k = ∫_0^h e^{τ−h} τ^k dτ``. The first two steps use the linear and constant
     polynomials (orders 1 and 2); the step to σ = 0 returns ``D``. Local error O(h⁴), global order 3.
     """
-    run = SamplerRun("dpmpp_3m", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("dpmpp_3m", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     hist: list[tuple[float, Tensor]] = []  # (λ, D) of the previous levels, newest last
     for i, s, s_next in run.steps():
         den = run.denoise(x, s)

@@ -18,13 +18,15 @@ def sample_euler(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     """First-order Euler steps of the PF-ODE over ``schedule``; one evaluation per step (NFE = steps).
 
     ``x ← x + (σ_{i+1} − σ_i)(x − D(x, σ_i))/σ_i``; the step to σ = 0 returns ``D(x, σ_i)``.
     Deterministic (``generator`` is accepted for the common signature and unused).
     """
-    run = SamplerRun("euler", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("euler", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     for i, s, s_next in run.steps():
         den = run.denoise(x, s)
         # x + (s_next - s)(x - den)/s = (s_next/s) x + (1 - s_next/s) den

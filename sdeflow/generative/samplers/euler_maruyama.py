@@ -25,6 +25,7 @@ def sample_euler_maruyama(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     """Stochastic sampler: Euler–Maruyama steps of the reverse SDE; one evaluation per step.
 
@@ -32,7 +33,7 @@ def sample_euler_maruyama(
     σ = 0 returns ``D(x, σ_i)`` (no noise is added at the clean data). Noise from ``generator``.
     """
     run = SamplerRun("euler_maruyama", model, x, schedule, generator=generator, callback=callback,
-                     progress=progress)
+                     progress=progress, compile=compile)
     for i, s, s_next in run.steps():
         den = run.denoise(x, s)
         if s_next == 0:

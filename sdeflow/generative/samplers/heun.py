@@ -20,6 +20,7 @@ def sample_heun(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
     S_churn: float = 0.0,
     S_min: float = 0.0,
     S_max: float = float("inf"),
@@ -37,7 +38,8 @@ def sample_heun(
     if isinstance(S_max, bool) or not isinstance(S_max, (int, float)) or not S_max >= s_min:
         raise ValueError(f"S_max must be a number >= S_min; got {S_max!r}.")
     s_noise = check_nonneg("S_noise", S_noise)
-    run = SamplerRun("heun", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("heun", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     gamma_max = min(churn / max(run.n_steps, 1), math.sqrt(2.0) - 1.0)
     for i, s, s_next in run.steps():
         gamma = gamma_max if (churn > 0 and s_min <= s <= S_max) else 0.0

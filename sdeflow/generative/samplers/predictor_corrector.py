@@ -24,6 +24,7 @@ def sample_pc(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
     snr: float = 0.16,
     corrector_steps: int = 1,
 ) -> SampleResult:
@@ -43,7 +44,8 @@ def sample_pc(
     snr = check_nonneg("snr", snr)
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
         raise ValueError(f"corrector_steps must be an int >= 0; got {corrector_steps!r}.")
-    run = SamplerRun("pc", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("pc", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     for i, s, s_next in run.steps():
         den = run.denoise(x, s)
         if s_next == 0:

@@ -58,6 +58,7 @@ def sample_unipc(
     generator: torch.Generator | int | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    compile: bool = False,
     order: int = 2,
     variant: str = "bh2",
     lower_order_final: bool = True,
@@ -79,7 +80,8 @@ def sample_unipc(
         raise ValueError(f"order must be 1, 2 or 3; got {order!r}.")
     if variant not in _VARIANTS:
         raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}.")
-    run = SamplerRun("unipc", model, x, schedule, generator=generator, callback=callback, progress=progress)
+    run = SamplerRun("unipc", model, x, schedule, generator=generator, callback=callback, progress=progress,
+                     compile=compile)
     sig = run.sigma_values
     n_pos = sum(1 for s in sig if s > 0)
     lam = [-math.log(s) if s > 0 else math.inf for s in sig]
