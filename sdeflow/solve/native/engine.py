@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import NativeODEMethod, NativeSDEMethod
 
-__all__ = ["integrate_sde", "integrate_ode"]
+__all__ = ["integrate_sde", "integrate_ode", "times_on_device"]
 
 Noise = Callable[[int], tuple[Tensor, "Tensor | None"]]
 
@@ -59,6 +59,14 @@ def _loop(
     return out
 
 
+def times_on_device(times: np.ndarray, x0: Tensor) -> Tensor:
+    """The time grid as a tensor on ``x0``'s device; on CUDA through pinned memory, without a host sync."""
+    tt = torch.as_tensor(times, dtype=x0.dtype)
+    if x0.device.type == "cuda":
+        return tt.pin_memory().to(x0.device, non_blocking=True)
+    return tt.to(x0.device)
+
+
 def integrate_sde(
     method: NativeSDEMethod,
     x0: Tensor,
@@ -70,7 +78,7 @@ def integrate_sde(
 ) -> list[Tensor]:
     """Step ``method`` over ``times`` from ``x0``; return the states at ``save_index`` (in order)."""
     n = len(times) - 1
-    tt = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+    tt = times_on_device(times, x0)
     dts = np.diff(times).tolist()
     step = method.step
 
@@ -89,7 +97,7 @@ def integrate_ode(
 ) -> list[Tensor]:
     """Fixed-step ODE loop over ``times`` (increasing or decreasing); states at ``save_index``."""
     n = len(times) - 1
-    tt = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+    tt = times_on_device(times, x0)
     dts = np.diff(times).tolist()
     step = method.step
     return _loop(lambda i, x: step(tt[i], tt[i + 1], dts[i], x), x0, n, save_index)

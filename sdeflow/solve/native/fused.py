@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .base import NativeSDEMethod
+from .engine import times_on_device
 
 __all__ = ["integrate_sde_fused", "DEFAULT_CHUNK"]
 
@@ -76,7 +77,7 @@ def integrate_sde_fused(
     seconds spent compiling (the first call of each new graph).
     """
     n = len(times) - 1
-    tt = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+    tt = times_on_device(times, x0)
     tl = tt
     dts = np.diff(times)
     saves = save_index.tolist()

@@ -226,15 +226,18 @@ def integrate_sde_triton(
     for idx in saves:
         if idx > pos:
             args = (numel, dim, table.shape[-1], pos, idx)
+            seg = table[pos:idx]
+            const = bool(torch.equal(seg, seg[:1].expand_as(seg)))  # equal steps of a time-independent SDE
             # Triton specialises integer arguments equal to 1 or divisible by 16: a new pattern compiles
-            key = (method, per_dim, bl, nw, x.dtype, str(x.device), tuple((v == 1, v % 16 == 0) for v in args))
+            key = (method, per_dim, const, bl, nw, x.dtype, str(x.device),
+                   tuple((v == 1, v % 16 == 0) for v in args))
             first = key not in _SEEN
             if first and x.is_cuda:
                 torch.cuda.synchronize(x.device)
             tic = time.perf_counter()
-            _kernels().affine_sde_kernel[grid](x, table[pos:idx], *args, pos // 4, (idx + 3) // 4, int(seed),
-                                               MILSTEIN=(method == "milstein"), PER_DIM=per_dim, BLOCK=bl,
-                                               num_warps=nw)
+            _kernels().affine_sde_kernel[grid](x, seg[:1] if const else seg, *args, pos // 4, (idx + 3) // 4,
+                                               int(seed), MILSTEIN=(method == "milstein"), PER_DIM=per_dim,
+                                               CONST_COEF=const, BLOCK=bl, num_warps=nw)
             if first:
                 if x.is_cuda:
                     torch.cuda.synchronize(x.device)
