@@ -44,6 +44,18 @@ for _ in range(20):
     torch.cuda.synchronize(); t = time.perf_counter()
     integrate_sde_triton(ou, x1, grid.times, grid.save_index[-1:], seed=1)
     torch.cuda.synchronize(); ks.append(time.perf_counter() - t)
+from sdeflow.solve.native.triton_linear import _cached_table, _kernels
+table, per_dim, const = _cached_table(ou, grid.times, x1, grid.save_index[-1:])
+seg = table[0:1000]
+xk = x1.clone()
+ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+ms = []
+for _ in range(10):
+    ev[0].record()
+    _kernels().affine_sde_kernel[(1,)](xk, seg[:1], 1, 1, 1, 0, 1000, 0, 250, 7, MILSTEIN=False, PER_DIM=False,
+                                       CONST_COEF=True, BLOCK=32, num_warps=1)
+    ev[1].record(); torch.cuda.synchronize(); ms.append(ev[0].elapsed_time(ev[1]))
+print(f"1x1 kernel alone (CUDA events): best {min(ms):.3f} ms")
 print(f"1x1, 1000 steps: simulate() call best {min(ts)*1e3:.3f} ms, median {sorted(ts)[10]*1e3:.3f} ms; "
       f"integrate_sde_triton alone best {min(ks)*1e3:.3f} ms")
 PY

@@ -69,6 +69,24 @@ def test_coefficient_table_of_standard_sdes():
     torch.testing.assert_close(table[:, 3, 0], torch.sqrt(beta * 0.1))
 
 
+def test_coefficient_table_is_cached_and_invalidated_by_parameter_updates():
+    from sdeflow.solve.native.triton_linear import _cached_table
+
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5)
+    x0 = torch.zeros(3, 2)
+    times = np.linspace(0.0, 1.0, 11)
+    saves = np.array([10])
+    t1, _, const = _cached_table(ou, times, x0, saves)
+    assert const == {(0, 10): True}
+    assert _cached_table(ou, times, x0, saves)[0] is t1  # reused
+    ou.sigma.mul_(2.0)  # an in-place update of a parameter buffer
+    t2 = _cached_table(ou, times, x0, saves)[0]
+    assert t2 is not t1
+    torch.testing.assert_close(t2[:, 3], 2 * t1[:, 3])
+    t3 = _cached_table(ou, np.linspace(0.0, 1.0, 21), x0, saves * 2)[0]  # another grid: another entry
+    assert t3.shape[0] == 20
+
+
 class _Cubic(sf.SDE):
     elementwise_affine = True  # a false claim: the drift is cubic
 
@@ -160,10 +178,11 @@ def check_against_reference(device: str) -> None:
         x0 = torch.linspace(0.5, 1.5, 37 * 3, dtype=dtype, device=device).reshape(37, 3)
         sol = sf.simulate(sde, x0, ts, dt=0.02, method=method, compile="triton", generator=11)
         ref = _eager_reference(sde, x0, ts, 0.02, _seed_of(11, device), method)
-        # The normals are float32 (relative rounding 6e-8); the GPU's log/cos/sin may differ from the host's
-        # by a few ulp, so a float64 path differs by ~1e-7 after 25-50 steps; under the interpreter the
-        # normals are bit-identical and only the order of the float64 sums differs.
-        tol = 1e-5 if dtype == torch.float32 else (1e-6 if device == "cuda" else 1e-9)
+        # Under the interpreter the normals are bit-identical to the host's and only the order of float
+        # sums differs. On a GPU, Triton's sin/cos/log approximations differ from the host's libm by up to
+        # ~4e-7 per unit of the Box-Muller radius (|z| <= 6.7), i.e. up to ~3e-6 in a normal (measured on
+        # an H200: 8e-6 in one of 333 states after 50 steps), whatever the state's dtype.
+        tol = 3e-5 if device == "cuda" else (1e-5 if dtype == torch.float32 else 1e-9)
         torch.testing.assert_close(sol.xs, ref, rtol=tol, atol=tol)
         fin = sf.simulate(sde, x0, ts, dt=0.02, method=method, compile="triton", generator=11, save="final")
         assert torch.equal(fin.xs[-1], sol.xs[-1])  # the stream does not depend on the save points

@@ -172,6 +172,44 @@ def linear_coefficient_table(sde: Any, times: np.ndarray, x0: Tensor, *, check: 
     return table.to(x0.dtype).contiguous(), per_dim
 
 
+def _state_stamp(module: Any) -> tuple:
+    """Identity and version of every tensor of an SDE module: changes when a parameter is updated."""
+    if not isinstance(module, torch.nn.Module):
+        return (id(module),)
+    tensors = [*module.parameters(), *module.buffers()]
+    return tuple((id(t), t._version) for t in tensors) + tuple(
+        (k, v) for k, v in sorted(vars(module).items()) if isinstance(v, (int, float, str, bool)))
+
+
+def _cached_table(sde: Any, times: np.ndarray, x0: Tensor, save_index: np.ndarray) -> tuple[Tensor, bool, dict]:
+    """:func:`linear_coefficient_table` and the constant-segment flags, cached on the SDE object.
+
+    Repeated calls with the same grid, state shape, dtype and device reuse the table (no host
+    synchronisation at all); any in-place change of a parameter or buffer, or of a plain attribute,
+    invalidates it.
+    """
+    owner = getattr(sde, "base", sde)  # a time-flipped wrapper is made afresh per call: cache on its base
+    key = (type(sde).__name__, times.tobytes(), tuple(np.asarray(save_index).tolist()), tuple(x0.shape[1:]),
+           x0.dtype, str(x0.device))
+    stamp = _state_stamp(owner)
+    cache = owner.__dict__.setdefault("_sdeflow_triton_tables", {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    table, per_dim = linear_coefficient_table(sde, times, x0)
+    const_rows: dict[tuple[int, int], bool] = {}
+    pos = 0
+    for idx in (int(i) for i in save_index):
+        if idx > pos:
+            seg = table[pos:idx]
+            const_rows[(pos, idx)] = bool(torch.equal(seg, seg[:1].expand_as(seg)))
+            pos = idx
+    if len(cache) >= 16:  # a few grids per SDE; drop the oldest
+        cache.pop(next(iter(cache)))
+    cache[key] = (stamp, (table, per_dim, const_rows))
+    return table, per_dim, const_rows
+
+
 def _launch_config(numel: int) -> tuple[int, int]:
     """(BLOCK, num_warps): 512 elements per program (4 per thread) for large states, fewer for small."""
     block = 512 if numel >= 512 else max(32, 1 << math.ceil(math.log2(max(numel, 1))))
@@ -212,7 +250,7 @@ def integrate_sde_triton(
     if x0.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"compile='triton' integrates float32 or float64 states; x0 is {x0.dtype}: convert it "
                          f"with x0.float().")
-    table, per_dim = linear_coefficient_table(sde, times, x0)
+    table, per_dim, const_rows = _cached_table(sde, times, x0, save_index)
     x = x0.detach().clone(memory_format=torch.contiguous_format)
     numel = x.numel()
     dim = max(1, numel // max(1, x.shape[0]))
@@ -227,7 +265,7 @@ def integrate_sde_triton(
         if idx > pos:
             args = (numel, dim, table.shape[-1], pos, idx)
             seg = table[pos:idx]
-            const = bool(torch.equal(seg, seg[:1].expand_as(seg)))  # equal steps of a time-independent SDE
+            const = const_rows[(pos, idx)]  # equal steps of a time-independent SDE: one row suffices
             # Triton specialises integer arguments equal to 1 or divisible by 16: a new pattern compiles
             key = (method, per_dim, const, bl, nw, x.dtype, str(x.device),
                    tuple((v == 1, v % 16 == 0) for v in args))
