@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,14 @@ def test_getting_started_runs():
         exec(compile(code, "getting_started.md", "exec"), {})
 
 
+def _block_with(path, needle):
+    return next(b for b in _python_blocks(path) if needle in b)
+
+
 def test_performance_doc_ensemble_example_runs():
-    blocks = _python_blocks(ROOT / "docs" / "performance.md")
-    exec(compile(blocks[0], "performance.md", "exec"), {})
+    exec(compile(_block_with(ROOT / "docs" / "performance.md", "ensemble_statistics"), "performance.md", "exec"), {})
+
+
+@pytest.mark.cuda
+def test_performance_doc_triton_example_runs():
+    exec(compile(_block_with(ROOT / "docs" / "performance.md", 'compile="triton"'), "performance.md", "exec"), {})
