@@ -106,6 +106,8 @@ def test_triton_argument_errors():
     x0 = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="compile must be"):
         sf.simulate(sf.OrnsteinUhlenbeck(), x0, [0.0, 1.0], dt=0.1, compile="fast")
+    with pytest.raises(ValueError, match="does not propagate gradients"):
+        sf.simulate(sf.OrnsteinUhlenbeck(), x0.clone().requires_grad_(), [0.0, 1.0], dt=0.1, compile="triton")
     if os.environ.get("TRITON_INTERPRET") != "1":  # on a CPU the kernel needs the interpreter
         with pytest.raises(ValueError, match="compile=True"):
             sf.simulate(sf.OrnsteinUhlenbeck(), x0, [0.0, 1.0], dt=0.1, compile="triton")

@@ -47,6 +47,7 @@ def _simulate_cases(device: torch.device, repeats: int) -> list[dict]:
     import torchsde
 
     from ..sde.ornstein_uhlenbeck import OrnsteinUhlenbeck
+    from ..solve.native.triton_linear import triton_unavailable_reason
     from ..solve.simulate import simulate
 
     ou = OrnsteinUhlenbeck(1.0, 0.0, 0.5).to(device)
@@ -73,6 +74,15 @@ def _simulate_cases(device: torch.device, repeats: int) -> list[dict]:
         t_n, t_t, t_p = (_best(f, repeats, device) for f in (native, tsde, plain))
         rows.append({"case": f"simulate OU euler B={b} d={d}", "sdeflow": work / t_n, "reference": work / t_t,
                      "reference_name": "torchsde", "plain": work / t_p, "unit": "element-steps/s"})
+        if device.type == "cuda" and triton_unavailable_reason(device) is None:
+
+            def fused(x0: torch.Tensor = x0) -> object:
+                return simulate(ou, x0, [0.0, t1], dt=DT, save="final", generator=0, compile="triton")
+
+            fused()  # compiles the kernel
+            rows.append({"case": f"simulate OU triton B={b} d={d}", "sdeflow": work / _best(fused, repeats, device),
+                         "reference": work / t_t, "reference_name": "torchsde", "plain": work / t_p,
+                         "unit": "element-steps/s"})
     return rows
 
 

@@ -111,6 +111,11 @@ def _noise_shape(sde: SDE, x0: Tensor, m: int) -> tuple[int, ...]:
 def _check_triton(sde: SDE, x0: Tensor, method: str, bm: object | None) -> None:
     """Why ``compile='triton'`` cannot run, as a ValueError naming the argument to change."""
     hint = "use compile=True (torch.compile) for this SDE"
+    params = sde.parameters() if isinstance(sde, torch.nn.Module) else ()
+    if torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params)):
+        raise ValueError("compile='triton' does not propagate gradients (x0 or an SDE parameter requires grad); "
+                         "use compile=True or the eager engine for differentiable simulation, or wrap the call "
+                         "in torch.no_grad().")
     reason = triton_unavailable_reason(x0.device)
     if reason is not None:
         raise ValueError(f"compile='triton' cannot run: {reason}; {hint}.")

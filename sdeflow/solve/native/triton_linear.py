@@ -253,6 +253,8 @@ def integrate_sde_triton(
     table, per_dim, const_rows = _cached_table(sde, times, x0, save_index)
     x = x0.detach().clone(memory_format=torch.contiguous_format)
     numel = x.numel()
+    if numel == 0:
+        return [x.clone() for _ in save_index], 0.0
     dim = max(1, numel // max(1, x.shape[0]))
     bl, nw = _launch_config(numel)
     bl, nw = block or bl, num_warps or nw
