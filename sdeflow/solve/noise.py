@@ -16,10 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GaussianIncrements", "BrownianIncrements", "ReflectedBrownian", "CHUNK_ELEMENTS"]
+__all__ = ["GaussianIncrements", "BrownianIncrements", "ReflectedBrownian", "CHUNK_ELEMENTS", "CHUNK_ELEMENTS_CUDA"]
 
-#: Elements of noise drawn per ``randn`` call (a chunk of steps covers at most this many numbers).
+#: Elements of noise drawn per ``randn`` call on a CPU (a chunk of steps covers at most this many
+#: numbers: a block that stays in cache).
 CHUNK_ELEMENTS = 1 << 18
+#: The same on a CUDA device (16 MiB of float32): fewer launches, and with ``compile=True`` several
+#: steps per compiled call even at a million elements per step.
+CHUNK_ELEMENTS_CUDA = 1 << 22
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 
 
@@ -42,7 +46,7 @@ class GaussianIncrements:
         device: torch.device,
         dtype: torch.dtype,
         space_time: bool = False,
-        chunk_elements: int = CHUNK_ELEMENTS,
+        chunk_elements: int | None = None,
         chunk_steps: int | None = None,
     ) -> None:
         self.shape = tuple(shape)
@@ -51,6 +55,8 @@ class GaussianIncrements:
         self.device, self.dtype = device, dtype
         self.space_time = space_time
         numel = max(1, math.prod(self.shape))
+        if chunk_elements is None:
+            chunk_elements = CHUNK_ELEMENTS_CUDA if torch.device(device).type == "cuda" else CHUNK_ELEMENTS
         cap = max(1, chunk_elements // numel)
         self.chunk = max(1, min(self.n, cap if chunk_steps is None else min(chunk_steps, cap)))
         self._sqrt_dt_host = np.sqrt(dts).tolist()

@@ -192,9 +192,9 @@ def simulate(
             ``"euler"`` or ``"milstein"``; reproducible for a seed, but a different random stream
             from the eager engine (see :mod:`sdeflow.solve.native.triton_linear`).
         chunk: at most this many steps share one ``randn`` call (and, with ``compile=True``, one
-            compiled graph); fewer when a chunk would exceed 2^18 random numbers. The random stream
-            depends on it, so keep it fixed to reproduce paths; eager and compiled runs with the same
-            ``chunk`` and seed use the same increments.
+            compiled graph); fewer when a chunk would exceed 2^18 random numbers (2^22 on CUDA).
+            The random stream depends on it, so keep it fixed to reproduce paths; eager and compiled
+            runs with the same ``chunk`` and seed use the same increments.
 
     Returns:
         :class:`Solution` with ``xs`` of shape (len(saved ts), B, *event_shape).
