@@ -65,36 +65,40 @@ class OUTorchsde(torch.nn.Module):
         return self.sigma * torch.ones_like(y)
 
 
-# -- the three implementations (each returns the final state, shape (B, d)) ----------------------------
+# -- the implementations (each returns the final state, shape (B, d)) --------------------------------------
+def _ou(device: torch.device) -> sdeflow.OrnsteinUhlenbeck:
+    return sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(device)
+
+
+def _simulate_final(sde: sdeflow.SDE, x0: torch.Tensor, t1: float, compile: bool | str = False) -> sdeflow.Solution:
+    return sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
+                            generator=SEED, compile=compile)
+
+
 def run_native(x0: torch.Tensor, t1: float) -> torch.Tensor:
-    sde = sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device)
-    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
-                           generator=SEED)
-    return sol.xs[-1]
+    return _simulate_final(_ou(x0.device), x0, t1).xs[-1]
 
 
 _COMPILE_TIMES: dict[tuple, float] = {}
+_COMPILED_SDE: dict[str, torch.nn.Module] = {}
 
 
 def run_compiled(x0: torch.Tensor, t1: float) -> torch.Tensor:
-    """The fused path: chunks of steps compiled with torch.compile (compile time recorded separately)."""
-    sde = _COMPILED_SDE.setdefault(str(x0.device), sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device))
-    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
-                           generator=SEED, compile=True)
+    """The fused path: chunks of steps compiled with torch.compile (compile time recorded separately).
+
+    One SDE object per device, so its cached graphs are reused across calls.
+    """
+    if str(x0.device) not in _COMPILED_SDE:
+        _COMPILED_SDE[str(x0.device)] = _ou(x0.device)
+    sol = _simulate_final(_COMPILED_SDE[str(x0.device)], x0, t1, compile=True)
     key = (tuple(x0.shape), round(t1 / DT))
     _COMPILE_TIMES[key] = _COMPILE_TIMES.get(key, 0.0) + sol.stats.compile_time
     return sol.xs[-1]
 
 
-_COMPILED_SDE: dict[str, torch.nn.Module] = {}
-
-
 def run_triton(x0: torch.Tensor, t1: float) -> torch.Tensor:
-    """The whole-trajectory Triton kernel, noise drawn in the kernel (CUDA)."""
-    sde = sdeflow.OrnsteinUhlenbeck(THETA, MEAN, SIGMA).to(x0.device)
-    sol = sdeflow.simulate(sde, x0, [0.0, t1], dt=DT, method="euler", backend="native", save="final",
-                           generator=SEED, compile="triton")
-    return sol.xs[-1]
+    """The whole-trajectory Triton kernel, noise drawn in the kernel (CUDA); a new SDE every call."""
+    return _simulate_final(_ou(x0.device), x0, t1, compile="triton").xs[-1]
 
 
 def run_torchsde(x0: torch.Tensor, t1: float) -> torch.Tensor:

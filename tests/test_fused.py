@@ -5,6 +5,7 @@ import torch
 import torchsde
 
 import sdeflow as sf
+import sdeflow._compile as sdeflow_compile
 import sdeflow.solve.native.fused as fused
 
 
@@ -43,7 +44,7 @@ def test_fused_falls_back_when_compilation_fails(monkeypatch):
             raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(fused.torch, "compile", Broken)
-    monkeypatch.setattr(fused, "_WARNED", set())
+    monkeypatch.setattr(sdeflow_compile, "_WARNED", set())
     ou = sf.OrnsteinUhlenbeck()
     x0 = torch.zeros(4, 2)
     with pytest.warns(RuntimeWarning, match="falls back to the eager engine"):

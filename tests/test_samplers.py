@@ -258,3 +258,27 @@ def test_sampler_errors():
         sf.sample_euler(gm.as_denoiser(), [[0.0, 0.0]], sig)
     with pytest.raises(TypeError, match="callback"):
         sf.sample_euler(gm.as_denoiser(), x, sig, callback=3)
+
+
+def test_sampler_compile_failure_warns_and_runs_eagerly(monkeypatch):
+    import sdeflow._compile as sdeflow_compile
+    import sdeflow.generative.samplers.base as sampler_base
+    from sdeflow.generative.samplers import initial_noise, sample_euler
+    from sdeflow.generative.schedules import karras_sigmas
+    from sdeflow.generative.toy_data import eight_gaussians
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no compiler here")
+
+        return call
+
+    monkeypatch.setattr(sampler_base.torch, "compile", broken)
+    monkeypatch.setattr(sdeflow_compile, "_WARNED", set())
+    den = eight_gaussians().as_denoiser()
+    sched = karras_sigmas(5, 0.002, 80.0)
+    x = initial_noise((64, 2), sched, generator=0)
+    with pytest.warns(RuntimeWarning, match="continues with the eager model"):
+        got = sample_euler(den, x, sched, compile=True)
+    eager = sample_euler(den, x, sched)
+    assert torch.equal(got.x, eager.x) and got.nfe == eager.nfe == 5

@@ -162,7 +162,7 @@ def _eager_reference(sde, x0, ts, dt, seed, method):
 def _seed_of(generator: int, device: str) -> int:
     from sdeflow.solve.simulate import _philox_seed
 
-    return _philox_seed(torch.Generator(device=device).manual_seed(generator), torch.device(device))
+    return _philox_seed(torch.Generator(device=device).manual_seed(generator))
 
 
 def check_against_reference(device: str) -> None:

@@ -131,10 +131,9 @@ def _check_triton(sde: SDE, x0: Tensor, method: str, bm: object | None) -> None:
                          "path; drop bm (pass generator=seed) or use compile=True.")
 
 
-def _philox_seed(gen: torch.Generator | None, device: torch.device) -> int:
-    """A 63-bit kernel seed drawn from ``gen`` (torch's global generator when None)."""
-    cpu_side = torch.randint(0, 2**62, (1,), generator=gen, device=gen.device if gen is not None else "cpu")
-    return int(cpu_side)
+def _philox_seed(gen: torch.Generator | None) -> int:
+    """A kernel seed in [0, 2^62) drawn from ``gen`` (on its device; torch's global CPU generator when None)."""
+    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device if gen is not None else "cpu"))
 
 
 def simulate(
@@ -294,7 +293,7 @@ def simulate(
         solver = cls(work)
         compile_time = 0.0
         if compile == "triton":
-            seed = _philox_seed(gen, x0.device)
+            seed = _philox_seed(gen)
             out, compile_time = integrate_sde_triton(work, x0, grid.times, save_index, seed=seed, method=native)
         elif compile:
             out, compile_time = integrate_sde_fused(solver, x0, grid.times, save_index, noise, chunk=noise.chunk, dt=dt)

@@ -19,7 +19,6 @@ evaluations (NFE), draws noise from the generator, and drives the callback and t
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..._checks import check_same_device, check_state, make_generator
+from ..._compile import call_compiled, warn_compile_failure
 from ..schedules import check_schedule
 
 __all__ = ["SampleResult", "SamplerRun", "Denoiser", "Callback", "initial_noise"]
@@ -183,23 +183,13 @@ class SamplerRun:
         return out
 
     def _call_compiled(self, x: Tensor, sig: Tensor) -> Tensor:
-        seen = self._compiled.__dict__.setdefault("_sdeflow_seen", set())
-        key = (tuple(x.shape), x.dtype, str(x.device))
-        tic = time.perf_counter()
         try:
-            out = self._compiled(x, sig)
+            out, secs = call_compiled(self._compiled, (tuple(x.shape), x.dtype, str(x.device)), x, sig)
         except Exception as err:  # compilation unavailable or the model is not traceable: go on eagerly
-            if type(err).__name__ not in _WARNED:
-                _WARNED.add(type(err).__name__)
-                warnings.warn(f"torch.compile of the denoiser failed ({type(err).__name__}: {err}); sampling "
-                              f"continues with the eager model.", RuntimeWarning, stacklevel=3)
+            warn_compile_failure("the denoiser", err, "sampling continues with the eager model.", stacklevel=4)
             self._compiled = None
             return self.model(x, sig)
-        if key not in seen:
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            self.compile_time += time.perf_counter() - tic
-            seen.add(key)
+        self.compile_time += secs
         return out
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -225,9 +215,6 @@ class SamplerRun:
         return SampleResult(x=x, nfe=self.nfe, steps=self.n_steps if steps is None else steps, sigmas=self.sigmas,
                             sampler=self.name, wall_time=time.perf_counter() - self._tick - self.compile_time,
                             info=dict(info))
-
-
-_WARNED: set[str] = set()
 
 
 def _compiled_denoiser(model: Denoiser) -> Callable[[Tensor, Tensor], Tensor]:

@@ -15,14 +15,13 @@ platform, a graph the compiler rejects) the engine warns once and runs eagerly.
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..._compile import call_compiled, warn_compile_failure
 from .base import NativeSDEMethod
 from .engine import times_on_device
 
@@ -30,7 +29,6 @@ __all__ = ["integrate_sde_fused", "DEFAULT_CHUNK"]
 
 #: Steps per compiled chunk by default.
 DEFAULT_CHUNK = 128
-_WARNED: set[str] = set()
 
 
 def _equal_steps(dts: np.ndarray, dt: float) -> bool:
@@ -96,20 +94,11 @@ def integrate_sde_fused(
         if fused_ok and uniform and not inner_save:
             w_blk, u_blk = noise.block(i, k)
             fn = _compiled(method, k, dt, space_time)
-            tic = time.perf_counter()
-            try:
-                seen = fn.__dict__.setdefault("_sdeflow_seen", set())
-                sig = (tuple(x.shape), x.dtype, x.device)  # a new signature compiles a new graph
-                x = fn(x, tl[i], w_blk, u_blk)
-                if sig not in seen:
-                    compile_time += time.perf_counter() - tic
-                    seen.add(sig)
+            try:  # a new state signature compiles a new graph: its time is compile time
+                x, secs = call_compiled(fn, (tuple(x.shape), x.dtype, x.device), x, tl[i], w_blk, u_blk)
+                compile_time += secs
             except Exception as err:  # compilation unavailable: run this and later blocks eagerly
-                key = type(err).__name__
-                if key not in _WARNED:
-                    _WARNED.add(key)
-                    warnings.warn(f"torch.compile failed ({key}: {err}); the fused path falls back to the eager "
-                                  f"engine.", RuntimeWarning, stacklevel=3)
+                warn_compile_failure("the fused SDE chunk", err, "the fused path falls back to the eager engine.")
                 fused_ok = False
                 continue
             i += k

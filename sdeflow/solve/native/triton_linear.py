@@ -40,8 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["triton_available", "triton_unavailable_reason", "linear_coefficient_table", "integrate_sde_triton",
-           "kernel_normals"]
+__all__ = ["triton_unavailable_reason", "linear_coefficient_table", "integrate_sde_triton", "kernel_normals"]
 
 _KERNELS: Any = None
 _IMPORT_ERROR: str | None = None
@@ -69,21 +68,14 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def triton_available(device: torch.device) -> bool:
-    """Whether the Triton path can run for states on ``device``."""
-    return triton_unavailable_reason(device) is None
-
-
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why ``compile='triton'`` cannot run on ``device`` (``None`` when it can)."""
-    if _kernels() is None:
+    if device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
+        return (f"the Triton kernel runs on CUDA devices and the state is on {device.type!r} "
+                f"(on a CPU it runs only under Triton's interpreter, TRITON_INTERPRET=1)")
+    if _kernels() is None:  # imported only once the device can use it
         return f"Triton cannot be imported ({_IMPORT_ERROR}); it comes with CUDA builds of torch"
-    if device.type == "cuda":
-        return None
-    if device.type == "cpu" and _interpreting():
-        return None
-    return (f"the Triton kernel runs on CUDA devices and the state is on {device.type!r} "
-            f"(on a CPU it runs only under Triton's interpreter, TRITON_INTERPRET=1)")
+    return None
 
 
 _M32 = np.uint64(0xFFFFFFFF)
@@ -265,17 +257,18 @@ def integrate_sde_triton(
     compile_time = 0.0
     for idx in saves:
         if idx > pos:
-            args = (numel, dim, table.shape[-1], pos, idx)
+            sizes = (numel, dim, table.shape[-1])
             seg = table[pos:idx]
             const = const_rows[(pos, idx)]  # equal steps of a time-independent SDE: one row suffices
-            # Triton specialises integer arguments equal to 1 or divisible by 16: a new pattern compiles
+            # Triton specialises integer arguments equal to 1 or divisible by 16 (not the step bounds, which
+            # the kernel marks do_not_specialize): a new pattern compiles
             key = (method, per_dim, const, bl, nw, x.dtype, str(x.device),
-                   tuple((v == 1, v % 16 == 0) for v in args))
+                   tuple((v == 1, v % 16 == 0) for v in sizes))
             first = key not in _SEEN
             if first and x.is_cuda:
                 torch.cuda.synchronize(x.device)
             tic = time.perf_counter()
-            _kernels().affine_sde_kernel[grid](x, seg[:1] if const else seg, *args, pos // 4, (idx + 3) // 4,
+            _kernels().affine_sde_kernel[grid](x, seg[:1] if const else seg, *sizes, pos, idx, pos // 4, (idx + 3) // 4,
                                                int(seed), MILSTEIN=(method == "milstein"), PER_DIM=per_dim,
                                                CONST_COEF=const, BLOCK=bl, num_warps=nw)
             if first:
