@@ -69,11 +69,7 @@ def test_mixture_marginals_solve_continuity_and_fokker_planck(cls):
     # a wrong score (another SDE's marginals) is caught: relative residual O(1)
     wrong = probability_flow(sde, gm.score_fn(sf.VPSDE(beta_max=5.0)))
     assert continuity_residual(wrong, log_p, t, x).max_relative() > 0.1
-    try:
-        from sdeflow.fokker_planck import fokker_planck_residual
-    except ImportError:  # pragma: no cover - issue 3's module is part of the package now
-        pytest.skip("sdeflow.fokker_planck is not available")
-    fp = fokker_planck_residual(sde, log_p, t, x)
+    fp = sf.fokker_planck_residual(sde, log_p, t, x)
     assert fp.max_relative() < 1e-10
 
 
@@ -249,12 +245,12 @@ def test_hutchinson_estimate_is_unbiased():
     reps = 200
     x = x1.repeat_interleave(reps, 0)  # every point with 200 independent probes
     exact = log_likelihood(vp, gm.score_fn(vp), x1, rtol=1e-7).log_prob
-    est = log_likelihood(vp, gm.score_fn(vp), x, exact_trace=False, generator=0, rtol=1e-7).log_prob.reshape(4, reps)
+    est = log_likelihood(vp, gm.score_fn(vp), x, trace="hutchinson", generator=0, rtol=1e-7).log_prob.reshape(4, reps)
     mean, se = est.mean(1), est.std(1) / math.sqrt(reps)
     assert bool((se > 0).all())
     # 4 standard errors of a 200-probe mean per point (solver error 1e-4 is far below the SE)
     assert bool(((mean - exact).abs() < 4 * se).all()), (mean - exact, se)
-    many = log_likelihood(vp, gm.score_fn(vp), x1, exact_trace=False, hutchinson_probes=64, generator=1,
+    many = log_likelihood(vp, gm.score_fn(vp), x1, trace="hutchinson", hutchinson_probes=64, generator=1,
                           rtol=1e-7, probe="gaussian").log_prob
     assert float((many - exact).abs().max()) < 1.0
 
@@ -284,7 +280,7 @@ def test_conversion_errors_name_the_argument():
     with pytest.raises(ValueError, match="eps and T are required"):
         log_likelihood(sf.OrnsteinUhlenbeck(), lambda x, t: -x, torch.zeros(2, 2))
     with pytest.raises(ValueError, match="hutchinson_probes"):
-        log_likelihood(vp, lambda x, t: -x, torch.zeros(2, 2), exact_trace=False, hutchinson_probes=0)
+        log_likelihood(vp, lambda x, t: -x, torch.zeros(2, 2), trace="hutchinson", hutchinson_probes=0)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         denoiser_from_model(lambda x, t: x, vp)(torch.zeros(2, 2), torch.zeros(2))
     with pytest.raises(ValueError, match="bins"):

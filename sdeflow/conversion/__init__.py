@@ -1,7 +1,8 @@
 """Conversions of an SDE: probability-flow ODE, reverse-time SDE, likelihood, model parameterizations."""
 
+from ..calculus import divergence
 from .continuity import ContinuityResidual, continuity_residual
-from .likelihood import LikelihoodResult, bits_per_dim, divergence, log_likelihood
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .parameterization import (
     PREDICTIONS,
     DenoiserModel,

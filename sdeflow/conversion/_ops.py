@@ -42,32 +42,11 @@ def call_score(score: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor |
     return s
 
 
-def _full_g(sde: SDE, g: Tensor, x: Tensor) -> Tensor:
-    """The diffusion as a (B, d, m) tensor (diagonal noise is expanded to a diagonal matrix)."""
-    b = x.shape[0]
-    d = x[0].numel()
-    if sde.noise_type == "diagonal":
-        return torch.diag_embed(g.expand(x.shape).reshape(b, d))
-    if sde.noise_type == "scalar":
-        return g.expand(x.shape).reshape(b, d, 1)
-    m = g.shape[-1]
-    return g.expand(x.shape + (m,)).reshape(b, d, m)
-
-
 def ggt_times(sde: SDE, t: Tensor, x: Tensor, v: Tensor, g: Tensor | None = None) -> Tensor:
-    """``G Gᵀ v`` at ``(t, x)`` for a vector ``v`` of ``x``'s shape; returns ``x``'s shape."""
+    """``G Gᵀ v`` at ``(t, x)`` for ``v`` of ``x``'s shape (the SDE's noise operator); returns ``x``'s shape."""
     if g is None:
         g = sde.diffusion(t, x)
-    if sde.noise_type == "diagonal":
-        return (g * g) * v
-    b = x.shape[0]
-    if sde.noise_type == "scalar":
-        gx = g.expand(x.shape)
-        proj = (gx * v).reshape(b, -1).sum(-1)
-        return gx * proj.reshape((b,) + (1,) * (x.dim() - 1))
-    gm = _full_g(sde, g, x)  # (B, d, m)
-    gtv = torch.bmm(gm.transpose(1, 2), v.reshape(b, -1, 1))  # (B, m, 1)
-    return torch.bmm(gm, gtv).reshape(x.shape)
+    return sde.noise_op.ggt(g, v, x)
 
 
 def ggt_divergence(sde: SDE, t: Tensor, x: Tensor) -> Tensor:
@@ -86,7 +65,7 @@ def ggt_divergence(sde: SDE, t: Tensor, x: Tensor) -> Tensor:
     b = x.shape[0]
     with torch.enable_grad():
         xr = x if keep else x.detach().requires_grad_(True)
-        gm = _full_g(sde, sde.diffusion(t, xr), xr)  # (B, d, m)
+        gm = sde.noise_op.matrix(sde.diffusion(t, xr), xr)  # (B, d, m)
         if not gm.requires_grad:  # G does not depend on x after all
             return torch.zeros_like(x)
         d = gm.shape[1]

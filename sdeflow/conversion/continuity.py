@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_state
-from .likelihood import divergence
+from ..calculus import divergence
 
 __all__ = ["ContinuityResidual", "continuity_residual"]
 
@@ -50,8 +50,12 @@ def continuity_residual(
     log_prob: Callable[[Tensor, Tensor], Tensor],
     t: Tensor | float,
     x: Tensor,
+    *,
+    method: str = "auto",
+    n_probes: int = 16,
+    generator: torch.Generator | int | None = None,
 ) -> ContinuityResidual:
-    """Evaluate the continuity residual of ``log_prob`` under ``velocity`` by autograd (exact trace).
+    """Evaluate the continuity residual of ``log_prob`` under ``velocity`` by autograd.
 
     Args:
         velocity: ``v(t, x)`` (e.g. a :class:`ProbabilityFlowODE`), ``t`` a (B,) tensor here.
@@ -59,6 +63,8 @@ def continuity_residual(
             :func:`sdeflow.fokker_planck.fokker_planck_residual`.
         t: a time or one per point (B,).
         x: points (B, *event).
+        method, n_probes, generator: how ``∇·v`` is computed (:func:`sdeflow.divergence`): exact up to
+            16 dimensions with ``"auto"``, else ``n_probes`` Hutchinson probes from ``generator``.
     """
     x = check_state(x, "x")
     b = x.shape[0]
@@ -75,7 +81,8 @@ def continuity_residual(
         dt_lp, score = torch.autograd.grad(lp.sum(), (tr, xr), allow_unused=True)
         dt_lp = torch.zeros_like(tr) if dt_lp is None else dt_lp
         score = torch.zeros_like(xr) if score is None else score
-        v, div = divergence(lambda z: velocity(tr.detach(), z), x.detach())
+        v, div = divergence(lambda z: velocity(tr.detach(), z), x.detach(), method=method, n_probes=n_probes,
+                            generator=generator)
     vs = (v.detach() * score).reshape(b, -1).sum(-1)
     return ContinuityResidual(residual=dt_lp + div + vs, dt_log_p=dt_lp.detach(), div_v=div.detach(),
                               v_dot_score=vs.detach())

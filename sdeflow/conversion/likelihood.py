@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_state, make_generator
+from .._checks import check_state
+from ..calculus import choose_trace_method, divergence, draw_probes
 from ..sde._gaussian import DiffusionSDE
 from ..solve.ode import solve_ode
 from .probability_flow import ProbabilityFlowODE, ScoreFunction
 
-__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "divergence"]
+__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
 
 @dataclass
@@ -43,39 +44,6 @@ class LikelihoodResult:
     nfe: int
 
 
-def divergence(
-    func: Callable[[Tensor], Tensor], x: Tensor, *, probes: Tensor | None = None, create_graph: bool = False
-) -> tuple[Tensor, Tensor]:
-    """``(func(x), ∇·func(x))`` for a field ``func`` mapping (B, *event) to the same shape.
-
-    With ``probes=None`` the exact trace (one vector–Jacobian product per coordinate); otherwise
-    Hutchinson's estimate averaged over ``probes`` of shape (P, B, *event). Returns shapes
-    (B, *event) and (B,).
-    """
-    with torch.enable_grad():
-        xr = x if x.requires_grad else x.detach().requires_grad_(True)
-        out = func(xr)
-        b = x.shape[0]
-        if probes is None:
-            d = x[0].numel()
-            flat = out.reshape(b, d)
-            div = torch.zeros(b, dtype=x.dtype, device=x.device)
-            for j in range(d):
-                (g,) = torch.autograd.grad(flat[:, j].sum(), xr, retain_graph=True, create_graph=create_graph,
-                                           allow_unused=True)
-                if g is not None:
-                    div = div + g.reshape(b, d)[:, j]
-        else:
-            div = torch.zeros(b, dtype=x.dtype, device=x.device)
-            for z in probes:
-                (g,) = torch.autograd.grad(out, xr, grad_outputs=z, retain_graph=True, create_graph=create_graph,
-                                           allow_unused=True)
-                if g is not None:
-                    div = div + (g * z).reshape(b, -1).sum(-1)
-            div = div / probes.shape[0]
-    return out, div
-
-
 class _Augmented(nn.Module):
     """``d/dt [x, Δ] = [v(t, x), ∇·v(t, x)]`` on flat (B, d + 1) states."""
 
@@ -89,7 +57,8 @@ class _Augmented(nn.Module):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         b = y.shape[0]
         x = y[:, : self.d].reshape((b,) + self.event_shape)
-        v, div = divergence(lambda z: self.flow(t, z), x, probes=self.probes)
+        v, div = divergence(lambda z: self.flow(t, z), x, method="exact" if self.probes is None else "hutchinson",
+                            probes=self.probes)
         return torch.cat([v.detach().reshape(b, self.d), div.detach()[:, None]], dim=1)
 
 
@@ -98,7 +67,7 @@ def log_likelihood(
     score: ScoreFunction,
     x: Tensor,
     *,
-    exact_trace: bool = True,
+    trace: str = "auto",
     hutchinson_probes: int = 1,
     probe: str = "rademacher",
     method: str = "dopri5",
@@ -116,10 +85,12 @@ def log_likelihood(
         sde: the forward SDE (a :class:`sdeflow.DiffusionSDE` supplies ``eps``, ``T`` and the prior).
         score: ``score(x, t)`` (x (B, *event), t (B,)) approximating ``∇log p_t``.
         x: data points (B, *event).
-        exact_trace: exact divergence (d vector–Jacobian products per evaluation, fine for small d);
-            ``False`` uses Hutchinson's estimator.
+        trace: how the divergence is computed (:func:`sdeflow.divergence`): ``"exact"`` (d
+            vector–Jacobian products per evaluation), ``"hutchinson"`` (unbiased estimate), or
+            ``"auto"`` (default: exact up to :data:`sdeflow.calculus.EXACT_MAX_DIM` = 16 dimensions,
+            Hutchinson above — an exact trace on a 64-dimensional image state costs 64 products per step).
         hutchinson_probes: probes per point for Hutchinson's estimator (drawn once, fixed along the
-            trajectory; more probes lower the variance).
+            trajectory, which keeps the estimate unbiased; more probes lower the variance).
         probe: ``"rademacher"`` (±1 entries) or ``"gaussian"``.
         method, rtol, atol, dt: passed to :func:`sdeflow.solve_ode` (torchdiffeq backend; ``dt`` for
             fixed-step methods).
@@ -144,20 +115,10 @@ def log_likelihood(
         raise ValueError("prior_log_prob is required for an SDE that is not a sdeflow.DiffusionSDE.")
     if not 0 <= eps < T:
         raise ValueError(f"need 0 <= eps < T; got eps={eps}, T={T}.")
-    if not isinstance(exact_trace, bool):
-        raise TypeError(f"exact_trace must be True or False; got {exact_trace!r}.")
     probes = None
-    if not exact_trace:
-        if isinstance(hutchinson_probes, bool) or not isinstance(hutchinson_probes, int) or hutchinson_probes < 1:
-            raise ValueError(f"hutchinson_probes must be a positive int; got {hutchinson_probes!r}.")
-        if probe not in ("rademacher", "gaussian"):
-            raise ValueError(f"probe must be 'rademacher' or 'gaussian'; got {probe!r}.")
-        gen = make_generator(generator, x.device)
-        shape = (hutchinson_probes,) + tuple(x.shape)
-        if probe == "gaussian":
-            probes = torch.randn(shape, generator=gen, dtype=x.dtype, device=x.device)
-        else:
-            probes = torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
+    if choose_trace_method(trace, x[0].numel(), name="trace") == "hutchinson":
+        probes = draw_probes(tuple(x.shape), hutchinson_probes, like=x, kind=probe, generator=generator,
+                             name="hutchinson_probes")
     flow = ProbabilityFlowODE(sde, score, T=T, eps=eps)
     b = x.shape[0]
     event = tuple(x.shape[1:])

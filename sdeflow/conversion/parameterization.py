@@ -29,10 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from ..sde._gaussian import DiffusionSDE
-from ..sde.edm import EDMSDE
-from ..sde.subvp import SubVPSDE
-from ..sde.ve import VESDE
-from ..sde.vp import VPSDE
 from ._ops import time_vector
 
 __all__ = [
@@ -124,58 +120,27 @@ def convert_prediction(
 
 
 def noise_level(sde: DiffusionSDE, t: Tensor | float) -> Tensor:
-    """The EDM noise level ``σ̃(t) = σ(t) / α(t)`` of a diffusion SDE (same shape as ``t``)."""
-    sde = _check_diffusion_sde(sde)
-    t = torch.as_tensor(t)
-    if not torch.is_floating_point(t):
-        t = t.to(torch.float64)
-    return sde.marginal_std(t) / sde.marginal_scale(t)
+    """The EDM noise level ``σ̃(t) = σ(t) / α(t)`` of a diffusion SDE (same shape as ``t``).
 
-
-def _invert_integrated_beta(sde: VPSDE, big_b: Tensor) -> Tensor:
-    b0 = sde.beta_min.to(big_b)
-    db = (sde.beta_max - sde.beta_min).to(big_b)
-    if float(db) == 0.0:
-        return big_b / b0
-    # B(t) = b0 t + ½ db t²  ->  t = 2B / (b0 + sqrt(b0² + 2 db B))   (no cancellation at small B)
-    return 2 * big_b / (b0 + torch.sqrt(b0 * b0 + 2 * db * big_b))
+    The same as ``sde.noise_level(t)`` (:meth:`sdeflow.DiffusionSDE.noise_level`), with the SDE checked.
+    """
+    return _check_diffusion_sde(sde).noise_level(t)
 
 
 def time_at_noise_level(sde: DiffusionSDE, sigma: Tensor | float) -> Tensor:
     """The time ``t`` with ``σ̃(t) = sigma`` (inverse of :func:`noise_level`), same shape as ``sigma``.
 
-    Closed forms for :class:`sdeflow.EDMSDE` (``t = σ̃``), :class:`sdeflow.VESDE`,
+    ``sde.time_at_noise_level(sigma)`` (:meth:`sdeflow.DiffusionSDE.time_at_noise_level`) with the
+    inputs checked: closed forms for :class:`sdeflow.EDMSDE` (``t = σ̃``), :class:`sdeflow.VESDE`,
     :class:`sdeflow.VPSDE` (``B(t) = log(1 + σ̃²)``) and :class:`sdeflow.SubVPSDE`
-    (``B(t) = 2 asinh(σ̃ / 2)``); other diffusion SDEs use bisection on ``[0, T]`` (σ̃ must increase
-    with t), accurate to the dtype's resolution.
+    (``B(t) = 2 asinh(σ̃ / 2)``); other diffusion SDEs inherit a vectorised bisection on ``[0, T]``
+    (σ̃ must increase with t), accurate to float64's resolution.
     """
     sde = _check_diffusion_sde(sde)
     sig = torch.as_tensor(sigma)
-    if not torch.is_floating_point(sig):
-        sig = sig.to(torch.float64)
-    if bool((sig < 0).any()):
-        raise ValueError("sigma must be >= 0 (a noise level).")
-    if type(sde) is EDMSDE:
-        return sig.clone()
-    if type(sde) is VESDE:
-        smin = sde.sigma_min.to(sig)
-        return torch.log(torch.sqrt(sig * sig + smin * smin) / smin) * (sde.T / sde._log_ratio)
-    if type(sde) is VPSDE:
-        return _invert_integrated_beta(sde, torch.log1p(sig * sig))
-    if type(sde) is SubVPSDE:
-        return _invert_integrated_beta(sde, 2 * torch.asinh(sig / 2))
-    # Generic: bisection on [0, T] in float64.
-    target = sig.to(torch.float64)
-    lo = torch.zeros_like(target)
-    hi = torch.full_like(target, float(sde.T))
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        below = noise_level(sde, mid).to(torch.float64) < target
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
-        if bool(((hi - lo) <= 1e-15 * (1 + hi.abs())).all()):
-            break
-    return (0.5 * (lo + hi)).to(sig.dtype)
+    if bool((sig < 0).any()) or bool(torch.isnan(sig).any()):
+        raise ValueError("sigma must be >= 0 (a noise level) and not NaN.")
+    return sde.time_at_noise_level(sig)
 
 
 class SDEDenoiser(nn.Module):
@@ -211,7 +176,7 @@ class SDEDenoiser(nn.Module):
         sig = time_vector(sigma, x)
         if bool((sig <= 0).any()):
             raise ValueError("sigma must be > 0; the denoiser is not evaluated at the clean data (σ = 0).")
-        t = time_at_noise_level(self.sde, sig).to(x.dtype)
+        t = self.sde.time_at_noise_level(sig).to(x.dtype)
         a, _ = _scale_std(self.sde, t, x)
         xt = a * x
         pred = self.model_fn(xt, t)

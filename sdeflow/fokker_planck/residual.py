@@ -32,14 +32,11 @@ import torch
 from torch import Tensor
 
 from .._checks import check_state, make_generator
+from ..calculus import EXACT_MAX_DIM, choose_trace_method, divergence, draw_probes
 from ..sde.base import SDE, as_sde
 from ..sde.stratonovich import to_ito
 
 __all__ = ["EXACT_MAX_DIM", "FPResidual", "fokker_planck_residual", "apply_adjoint", "apply_generator"]
-
-#: Up to this many state dimensions the traces are computed exactly (d backward passes); above it,
-#: by Hutchinson probes. ``method="exact"`` / ``"hutchinson"`` overrides the choice.
-EXACT_MAX_DIM = 16
 
 TERMS = ("dt_log_p", "div_f", "f_dot_s", "half_div_c", "c_dot_s", "half_tr_DH", "half_sDs")
 
@@ -99,69 +96,44 @@ def _grad(out: Tensor, inp: Tensor, *, create: bool = True) -> Tensor:
     return torch.zeros_like(inp) if g is None else g
 
 
-def _rademacher(shape: tuple[int, ...], like: Tensor, gen: torch.Generator | None) -> Tensor:
-    r = torch.randint(0, 2, shape, generator=gen, device=like.device)
-    return (2 * r - 1).to(like.dtype)
-
-
 class _Noise:
-    """``D = G Gᵀ`` matrix-free, for states flattened to (B, d)."""
+    """``D = G Gᵀ`` matrix-free for states flattened to (B, d): the SDE's noise operator at one point set."""
 
     def __init__(self, sde: SDE, t: Tensor, xf: Tensor, event: tuple[int, ...]) -> None:
+        self.op = sde.noise_op
         self.kind = sde.noise_type
-        b, d = xf.shape
-        g = sde.diffusion(t, xf.reshape((b,) + event))
-        if self.kind in ("diagonal", "scalar"):
-            self.g = g.expand((b,) + event).reshape(b, d)
-        else:
-            m = g.shape[-1]
-            self.g = g.expand((b,) + event + (m,)).reshape(b, d, m)
-        self.m = d if self.kind == "diagonal" else (1 if self.kind == "scalar" else self.g.shape[-1])
+        self.b, self.d = xf.shape
+        self.x = xf.reshape((self.b,) + event)
+        self.g = sde.diffusion(t, self.x)
+        self.brownian_shape = self.op.brownian_shape(self.x, self.g)
+        self._matrix: Tensor | None = None
+
+    @property
+    def matrix(self) -> Tensor:
+        """G as (B, d, m), built once."""
+        if self._matrix is None:
+            self._matrix = self.op.matrix(self.g, self.x)
+        return self._matrix
 
     def Dv(self, v: Tensor) -> Tensor:
         """``D v`` for v (B, d)."""
-        if self.kind == "diagonal":
-            return self.g * self.g * v
-        if self.kind == "scalar":
-            return self.g * (self.g * v).sum(-1, keepdim=True)
-        return (self.g @ (self.g.transpose(-1, -2) @ v.unsqueeze(-1))).squeeze(-1)
+        return self.op.ggt(self.g, v.reshape(self.x.shape), self.x).reshape(self.b, self.d)
 
     def Gv(self, eps: Tensor) -> Tensor:
-        """``G ε`` for a Brownian-space vector ε (B, m)."""
-        if self.kind == "diagonal":
-            return self.g * eps
-        if self.kind == "scalar":
-            return self.g * eps
-        return (self.g @ eps.unsqueeze(-1)).squeeze(-1)
+        """``G ε`` for a Brownian-space vector ε of :attr:`brownian_shape`, as (B, d)."""
+        return self.op.prod(self.g, eps, self.x).expand(self.x.shape).reshape(self.b, self.d)
 
     def columns(self) -> list[Tensor]:
         """The columns of G, each (B, d) (diagonal noise: g_i e_i)."""
-        if self.kind == "scalar":
-            return [self.g]
-        if self.kind == "diagonal":
-            cols = []
-            for i in range(self.g.shape[1]):
-                c = torch.zeros_like(self.g)
-                c[:, i] = self.g[:, i]
-                cols.append(c)
-            return cols
-        return [self.g[..., k] for k in range(self.m)]
+        return [self.matrix[..., k] for k in range(self.matrix.shape[-1])]
 
     def entry(self, i: int, j: int) -> Tensor:
         """``D_ij`` (B,)."""
-        if self.kind == "diagonal":
-            return self.g[:, i] ** 2 if i == j else torch.zeros_like(self.g[:, 0])
-        if self.kind == "scalar":
-            return self.g[:, i] * self.g[:, j]
-        return (self.g[:, i, :] * self.g[:, j, :]).sum(-1)
+        return (self.matrix[:, i, :] * self.matrix[:, j, :]).sum(-1)
 
 
-def _choose(method: str, d: int) -> str:
-    if method not in ("auto", "exact", "hutchinson"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'hutchinson'; got {method!r}.")
-    if method == "auto":
-        return "exact" if d <= EXACT_MAX_DIM else "hutchinson"
-    return method
+def _rademacher(shape: tuple[int, ...], like: Tensor, gen: torch.Generator | None) -> Tensor:
+    return draw_probes(shape, 1, like=like, generator=gen)[0]
 
 
 def _check_n_samples(n_samples: object) -> int:
@@ -187,7 +159,7 @@ def _adjoint_terms(
     b = x.shape[0]
     event = tuple(x.shape[1:])
     d = int(x[0].numel())
-    method = _choose(method, d)
+    method = choose_trace_method(method, d)
     n_samples = _check_n_samples(n_samples)
     gen = make_generator(generator, x.device)
     t_sde, t_pts = _times(t, b, x)
@@ -213,10 +185,8 @@ def _adjoint_terms(
             return _grad((s * v).sum(), xf, create=False)
 
         if method == "exact":
-            div_f = torch.zeros(b, dtype=x.dtype, device=x.device)
-            for i in range(d):
-                div_f = div_f + _grad(f[:, i].sum(), xf, create=False)[:, i]
-            terms["div_f"] = div_f
+            terms["div_f"] = divergence(lambda z: sde.drift(t_sde, z.reshape(x.shape)).expand(x.shape).reshape(b, d),
+                                        xf, method="exact")[1]
             tr = torch.zeros(b, dtype=x.dtype, device=x.device)
             for col in noise.columns():
                 c = col.detach()
@@ -228,7 +198,7 @@ def _adjoint_terms(
             for _ in range(n_samples):
                 eps = _rademacher((b, d), x, gen)
                 div_f = div_f + (_grad((f * eps).sum(), xf, create=False) * eps).sum(-1)
-                v = noise.Gv(_rademacher((b, noise.m) if noise.kind != "scalar" else (b, 1), x, gen)).detach()
+                v = noise.Gv(_rademacher(noise.brownian_shape, x, gen)).detach()
                 tr = tr + (v * hvp(v)).sum(-1)
             terms["div_f"] = div_f / n_samples
             terms["half_tr_DH"] = 0.5 * tr / n_samples
@@ -342,7 +312,7 @@ def apply_generator(
     b = x.shape[0]
     event = tuple(x.shape[1:])
     d = int(x[0].numel())
-    method = _choose(method, d)
+    method = choose_trace_method(method, d)
     n_samples = _check_n_samples(n_samples)
     gen = make_generator(generator, x.device)
     t_sde, _ = _times(t, b, x)
@@ -362,7 +332,7 @@ def apply_generator(
         else:
             probes = []
             for _ in range(n_samples):
-                eps = _rademacher((b, noise.m) if noise.kind != "scalar" else (b, 1), x, gen)
+                eps = _rademacher(noise.brownian_shape, x, gen)
                 probes.append((noise.Gv(eps).detach(), 1.0 / n_samples))
         for v, w in probes:
             out = out + 0.5 * w * (v * _grad((grad * v).sum(), xf, create=False)).sum(-1)

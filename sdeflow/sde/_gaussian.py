@@ -8,7 +8,8 @@ import torch
 from scipy.special import ndtri
 from torch import Tensor
 
-from .._checks import broadcast_time, make_generator
+from .._cache import object_cache
+from .._checks import as_time, broadcast_time, make_generator
 from .base import SDE
 
 __all__ = ["GaussianMarginals", "DiffusionSDE", "as_param", "params_like"]
@@ -17,9 +18,13 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def as_param(module: torch.nn.Module, name: str, value: float | Tensor, *, positive: bool = False) -> None:
-    """Register ``value`` as a buffer (float64 when scalar, so it never downgrades float64 states).
+    """Register ``value`` as a constant of the SDE (float64 when scalar, so it never downgrades float64 states).
 
-    An ``nn.Parameter`` is registered as a parameter instead, so it can be learned.
+    A constant is a non-persistent buffer: it moves with ``.to(device)`` but stays out of
+    ``state_dict()`` (so a network that wraps the SDE saves only its weights) and keeps its dtype
+    through ``.to(dtype)``/``.half()`` (a bf16 model does not round β_min to 0.1001); the solvers cast
+    it to the state's dtype where it is used (:func:`params_like`). An ``nn.Parameter`` is
+    registered as a parameter instead, so it can be learned (and is saved).
     Raises ValueError (naming ``name``) for non-finite values, or non-positive ones when ``positive``.
     """
     if isinstance(value, torch.nn.Parameter):
@@ -36,7 +41,15 @@ def as_param(module: torch.nn.Module, name: str, value: float | Tensor, *, posit
         raise ValueError(f"{name} must be finite, got {value}.")
     if positive and not bool((t > 0).all()):
         raise ValueError(f"{name} must be > 0, got {value}.")
-    module.register_buffer(name, t)
+    module.register_buffer(name, t, persistent=False)
+    if isinstance(module, SDE):
+        module._constant_names = module._constant_names | {name}
+
+
+def float_time(t: Tensor | float) -> Tensor:
+    """A time or noise level as a floating tensor: numbers and integer tensors become float64."""
+    t = as_time(t)
+    return t if torch.is_floating_point(t) else t.to(torch.float64)
 
 
 def params_like(module: torch.nn.Module, x: Tensor, *names: str) -> tuple[Tensor, ...]:
@@ -51,7 +64,7 @@ def params_like(module: torch.nn.Module, x: Tensor, *names: str) -> tuple[Tensor
     if torch.compiler.is_compiling():  # traced once into the graph: no Python-side cache
         return tuple(t.to(dtype=x.dtype, device=x.device) for t in tensors)
     key = (x.dtype, x.device, names)
-    cache = module.__dict__.setdefault("_params_like_cache", {})
+    cache = object_cache(module, "params_like")
     stamp = tuple((id(t), t._version) for t in tensors)
     hit = cache.get(key)
     if hit is not None and hit[0] == stamp:
@@ -126,6 +139,35 @@ class DiffusionSDE(GaussianMarginals, SDE):
 
     def marginal_mean(self, t: Tensor | float, x0: Tensor) -> Tensor:
         return self.marginal_scale(broadcast_time(t, x0)) * x0
+
+    def noise_level(self, t: Tensor | float) -> Tensor:
+        """The EDM noise level ``σ̃(t) = std(t) / scale(t)`` (same shape as ``t``).
+
+        In the rescaled state ``x̃ = x_t / scale(t)`` every diffusion SDE reads ``x̃ = x_0 + σ̃ ε``,
+        which is how the samplers see it (docs/concepts.md, "One noise level for every SDE").
+        """
+        t = float_time(t)
+        return self.marginal_std(t) / self.marginal_scale(t)
+
+    def time_at_noise_level(self, sigma: Tensor | float) -> Tensor:
+        """The time ``t`` with ``σ̃(t) = sigma``: the inverse of :meth:`noise_level` (shape of ``sigma``).
+
+        Subclasses with a closed form override this (VP, sub-VP, VE, EDM do). The generic fallback
+        assumes ``σ̃`` increases with ``t`` on ``[0, T]`` and bisects there in float64 for a fixed 64
+        halvings, vectorised over ``sigma`` and without a host synchronisation (no data-dependent
+        stopping test), which resolves ``t`` to ``T·2⁻⁶⁴``, below float64's resolution. Noise levels
+        outside ``[σ̃(0), σ̃(T)]`` map to the nearest end of ``[0, T]``.
+        """
+        sig = float_time(sigma)
+        target = sig.to(torch.float64)
+        lo = torch.zeros_like(target)
+        hi = torch.full_like(target, float(self.T))
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            below = self.noise_level(mid).to(torch.float64) < target
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        return (0.5 * (lo + hi)).to(sig.dtype)
 
     def prior_sample(
         self,

@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .noise_op import NoiseOp, noise_op_for
+
 __all__ = ["SDE", "NOISE_TYPES", "SDE_TYPES", "as_sde", "ProtocolSDE"]
 
 NOISE_TYPES: tuple[str, ...] = ("diagonal", "scalar", "additive", "general")
@@ -60,6 +62,19 @@ class SDE(nn.Module):
     brownian_size: int | None = None
     event_shape: tuple[int, ...] | None = None
 
+    _constant_names: frozenset[str] = frozenset()  # buffers that keep their dtype (sdeflow.sde._gaussian.as_param)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (torch's signature)
+        # Constants follow the module's device but keep their dtype: set them aside so that
+        # ``.to(torch.bfloat16)`` never rounds them, then move them where ``fn`` sends tensors.
+        consts = {n: self._buffers.pop(n) for n in self._constant_names if self._buffers.get(n) is not None}
+        try:
+            out = super()._apply(fn, recurse)
+        finally:
+            for n, c in consts.items():
+                self._buffers[n] = c.to(fn(c.new_zeros(())).device)
+        return out
+
     # -- the equation -------------------------------------------------------------------------
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
         """Drift ``f(t, x)``; ``x`` of shape (B, *event_shape), returns the same shape."""
@@ -76,6 +91,13 @@ class SDE(nn.Module):
         write down; the default returns ``None`` and the solvers differentiate ``diffusion``.
         """
         return None
+
+    @property
+    def noise_op(self) -> NoiseOp:
+        """The products of this SDE's diffusion (``G dW``, ``G Gᵀ v``, ``Gᵀ v``, the matrix, the Brownian
+        shape) for its ``noise_type``: :class:`sdeflow.sde.noise_op.NoiseOp`, used by every solver,
+        conversion and Fokker–Planck check."""
+        return noise_op_for(self.noise_type)
 
     @property
     def is_additive(self) -> bool:
@@ -96,12 +118,7 @@ class SDE(nn.Module):
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         """torchsde diffusion on flat states: ``(B, d)`` diagonal, ``(B, d, 1)`` scalar, ``(B, d, m)`` else."""
         x = self._unflat(y)
-        g = self.diffusion(t, x).to(y.dtype)
-        if self.noise_type == "diagonal":
-            return g.expand(x.shape).reshape(y.shape)
-        if self.noise_type == "scalar":
-            return g.expand(x.shape).reshape(y.shape + (1,))
-        return g.expand(x.shape + (g.shape[-1],)).reshape(y.shape + (g.shape[-1],))
+        return self.noise_op.flat(self.diffusion(t, x).to(y.dtype), x)
 
     def extra_repr(self) -> str:
         return f"noise_type={self.noise_type!r}, sde_type={self.sde_type!r}"

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, broadcast_time
-from ._gaussian import DiffusionSDE
+from ._gaussian import DiffusionSDE, float_time
 
 __all__ = ["EDMSDE"]
 
@@ -39,6 +39,14 @@ class EDMSDE(DiffusionSDE):
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
         return as_time(t) * 1.0
+
+    def noise_level(self, t: Tensor | float) -> Tensor:
+        """σ̃(t) = t."""
+        return float_time(t) * 1.0
+
+    def time_at_noise_level(self, sigma: Tensor | float) -> Tensor:
+        """t = σ̃."""
+        return float_time(sigma) * 1.0
 
     def sigma(self, t: Tensor) -> Tensor:
         """σ(t) = t."""

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, broadcast_time
+from ._gaussian import float_time
 from .vp import VPSDE
 
 __all__ = ["SubVPSDE"]
@@ -24,3 +25,7 @@ class SubVPSDE(VPSDE):
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
         return -torch.expm1(-self.integrated_beta(as_time(t)))
+
+    def time_at_noise_level(self, sigma: Tensor | float) -> Tensor:
+        """Closed form: ``B(t) = 2 asinh(σ̃ / 2)``."""
+        return self.inverse_integrated_beta(2 * torch.asinh(float_time(sigma) / 2))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, broadcast_time
-from ._gaussian import DiffusionSDE, as_param
+from ._gaussian import DiffusionSDE, as_param, float_time
 
 __all__ = ["VESDE"]
 
@@ -51,3 +51,9 @@ class VESDE(DiffusionSDE):
     def marginal_std(self, t: Tensor | float) -> Tensor:
         s = self.sigma(as_time(t))
         return torch.sqrt(s * s - self.sigma_min**2)
+
+    def time_at_noise_level(self, sigma: Tensor | float) -> Tensor:
+        """``t = T ln(sqrt(σ̃² + σ_min²)/σ_min) / ln(σ_max/σ_min)`` (closed form)."""
+        sig = float_time(sigma)
+        smin = self.sigma_min.to(sig)
+        return torch.log(torch.sqrt(sig * sig + smin * smin) / smin) * (self.T / self._log_ratio)

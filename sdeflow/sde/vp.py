@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, broadcast_time
-from ._gaussian import DiffusionSDE, as_param
+from ._gaussian import DiffusionSDE, as_param, float_time
 
 __all__ = ["VPSDE"]
 
@@ -51,3 +51,15 @@ class VPSDE(DiffusionSDE):
 
     def marginal_std(self, t: Tensor | float) -> Tensor:
         return torch.sqrt(-torch.expm1(-self.integrated_beta(as_time(t))))
+
+    def inverse_integrated_beta(self, big_b: Tensor) -> Tensor:
+        """The time t with ``B(t) = big_b`` (closed form, no cancellation at small B)."""
+        b0 = self.beta_min.to(big_b)
+        db = (self.beta_max - self.beta_min).to(big_b)
+        # B(t) = b0 t + ½ db t²  ->  t = 2B / (b0 + sqrt(b0² + 2 db B)), exact also for db = 0.
+        return 2 * big_b / (b0 + torch.sqrt(b0 * b0 + 2 * db * big_b))
+
+    def time_at_noise_level(self, sigma: Tensor | float) -> Tensor:
+        """Closed form: ``B(t) = log(1 + σ̃²)``."""
+        sig = float_time(sigma)
+        return self.inverse_integrated_beta(torch.log1p(sig * sig))

@@ -72,13 +72,7 @@ class TorchsdeAdapter(nn.Module):
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         self.diffusion_evals += 1
         x = self._x(y)
-        g = self.sde.diffusion(t, x).to(y.dtype)
-        if self.noise_type == "diagonal":
-            return g.expand(x.shape).reshape(y.shape)
-        if self.noise_type == "scalar":
-            return g.expand(x.shape).reshape(y.shape + (1,))
-        m = g.shape[-1]
-        return g.expand(x.shape + (m,)).reshape(y.shape + (m,))
+        return self.sde.noise_op.flat(self.sde.diffusion(t, x).to(y.dtype), x)
 
 
 def solve_torchsde(

@@ -10,32 +10,22 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from ...sde.base import SDE
+from ...sde.noise_op import noise_op_for
 
 __all__ = ["NativeSDEMethod", "NativeODEMethod", "noise_product", "add_noise"]
 
 
 def noise_product(g: Tensor, dw: Tensor, x: Tensor, noise_type: str) -> Tensor:
-    """``G dW`` with the shapes of :mod:`sdeflow.sde.base`; returns a tensor broadcastable to ``x``."""
-    if noise_type in ("diagonal", "scalar"):
-        return g * dw
-    m = g.shape[-1]
-    if g.dim() == x.dim() + 1:
-        b = x.shape[0]
-        gb = g.expand(x.shape + (m,))
-        return torch.bmm(gb.reshape(b, -1, m), dw.reshape(b, m, 1)).reshape(x.shape)
-    # G shared by every path: shape (*event, m).
-    return (dw.reshape(-1, m) @ g.reshape(-1, m).transpose(0, 1)).reshape(x.shape)
+    """``G dW`` with the shapes of :mod:`sdeflow.sde.base`: the SDE's noise operator's ``prod``."""
+    return noise_op_for(noise_type).prod(g, dw, x)
 
 
 def add_noise(y: Tensor, g: Tensor, dw: Tensor, x: Tensor, noise_type: str) -> Tensor:
-    """``y + G dW`` (a fused multiply-add for diagonal and scalar noise)."""
-    if noise_type in ("diagonal", "scalar"):
-        return torch.addcmul(y, g, dw)
-    return y + noise_product(g, dw, x, noise_type)
+    """``y + G dW`` (a fused multiply-add for diagonal and scalar noise): the noise operator's ``add``."""
+    return noise_op_for(noise_type).add(y, g, dw, x)
 
 
 class NativeSDEMethod:
@@ -69,6 +59,7 @@ class NativeSDEMethod:
     def __init__(self, sde: SDE) -> None:
         self.sde = sde
         self.noise_type = sde.noise_type
+        self.noise_op = sde.noise_op
 
     @classmethod
     def unsupported_reason(cls, sde: SDE) -> str | None:
