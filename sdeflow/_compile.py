@@ -15,27 +15,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._cache import object_cache
+
 __all__ = ["call_compiled", "warn_compile_failure"]
 
 _WARNED: set[tuple[str, str]] = set()
 
 
-def call_compiled(fn: Callable[..., Any], signature: Hashable, *args: Any) -> tuple[Any, float]:
-    """``fn(*args)`` and the seconds it took when ``signature`` is new to ``fn`` (a compile), else 0.
+def call_compiled(fn: Callable[..., Any], signature: Hashable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took when ``signature`` is new to ``fn`` (a compile), else 0.
 
     ``signature`` names what makes the compiler build a new graph (shapes, dtype, device). On CUDA the
     first call is synchronised, so its time includes the compiled kernels' first run, not only the
-    launch.
+    launch. The signatures seen are kept per ``fn`` in :func:`sdeflow._cache.object_cache`, not on ``fn``.
     """
-    seen = fn.__dict__.setdefault("_sdeflow_seen", set())
+    seen = object_cache(fn, "compiled_signatures")
     if signature in seen:
-        return fn(*args), 0.0
+        return fn(*args, **kwargs), 0.0
     tic = time.perf_counter()
-    out = fn(*args)
-    cuda = next((a.device for a in args if isinstance(a, Tensor) and a.is_cuda), None)
+    out = fn(*args, **kwargs)
+    cuda = next((a.device for a in (*args, *kwargs.values()) if isinstance(a, Tensor) and a.is_cuda), None)
     if cuda is not None:
         torch.cuda.synchronize(cuda)
-    seen.add(signature)
+    seen[signature] = True
     return out, time.perf_counter() - tic
 
 

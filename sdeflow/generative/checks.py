@@ -34,15 +34,17 @@ from ..solve.simulate import simulate
 from ..verify.suite import CheckOutcome, SuiteContext, register_check
 from .metrics import mixture_sample_quality, pathwise_rms
 from .mixture import GaussianMixture
-from .samplers import SAMPLERS, sample_adaptive
+from .samplers import SAMPLER_SPECS, SAMPLERS, sample_adaptive
 from .schedules import karras_sigmas, log_snr_sigmas
 from .toy_data import eight_gaussians
 
 __all__ = ["pf_ode_checks", "RESIDUAL_TOL", "SAMPLER_ORDERS"]
 
 RESIDUAL_TOL = 1e-10
-#: Declared orders of the deterministic samplers (UniPC-2's corrected result is third order).
-SAMPLER_ORDERS = {"euler": 1.0, "heun": 2.0, "dpmpp_2m": 2.0, "dpmpp_3m": 3.0, "unipc": 3.0}
+#: Declared ODE orders of the deterministic samplers, read from their ``@sampler`` declarations
+#: (UniPC-2's corrected result is third order); a sampler declaring one is checked automatically.
+SAMPLER_ORDERS = {name: spec.order for name, spec in SAMPLER_SPECS.items()
+                  if spec.order_kind == "ode" and spec.order is not None and not spec.stochastic}
 _F64 = torch.float64
 
 

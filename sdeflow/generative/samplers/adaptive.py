@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ...solve.ode import solve_ode
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
 
 __all__ = ["sample_adaptive"]
 
 
+@sampler("adaptive", order=None, nfe=None, stochastic=False)
 def sample_adaptive(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -40,7 +47,8 @@ def sample_adaptive(
         max_steps: cap on the number of adaptive steps.
     """
     run = SamplerRun(f"adaptive_{method}", model, x, schedule, generator=generator, callback=callback,
-                     progress=progress, compile=compile)
+                     progress=progress, compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     pos = [s for s in run.sigma_values if s > 0]
     us = [math.log(s) for s in pos]
 

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
+from .steps import dpmpp_2m_step
 
 __all__ = ["sample_dpmpp_2m"]
 
 
+@sampler("dpmpp_2m", order=2.0, nfe=lambda steps: steps, stochastic=False)
 def sample_dpmpp_2m(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
 ) -> SampleResult:
     """DPM-Solver++(2M): one evaluation per step, second order from the second step on.
 
@@ -30,23 +36,12 @@ def sample_dpmpp_2m(
     ``r = h_{i−1}/h``. The first step and the step to σ = 0 are first order (the last returns D).
     """
     run = SamplerRun("dpmpp_2m", model, x, schedule, generator=generator, callback=callback, progress=progress,
-                     compile=compile)
+                     compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     old_den: Tensor | None = None
-    h_last = 0.0
+    s_prev: float | None = None
     for i, s, s_next in run.steps():
-        den = run.denoise(x, s)
-        if s_next == 0:
-            x = den
-        else:
-            h = math.log(s) - math.log(s_next)
-            decay = s_next / s  # e^{-h}
-            if old_den is None:
-                d = den
-            else:
-                r = h_last / h
-                d = torch.add(den, den - old_den, alpha=1.0 / (2.0 * r))
-            x = torch.add(decay * x, d, alpha=-math.expm1(-h))
-            h_last = h
-        old_den = den
+        x, den = dpmpp_2m_step(run.denoise, x, s, s_next, old_den, s_prev)
+        old_den, s_prev = den, s
         run.report(i, x, s, s_next, den)
     return run.result(x)

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._exponential import exponential_weights
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
 
 __all__ = ["sample_dpmpp_3m"]
 
 
+@sampler("dpmpp_3m", order=3.0, nfe=lambda steps: steps, stochastic=False)
 def sample_dpmpp_3m(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
 ) -> SampleResult:
     """Third-order multistep sampler: one evaluation per step (NFE = steps).
 
@@ -33,7 +40,8 @@ def sample_dpmpp_3m(
     polynomials (orders 1 and 2); the step to σ = 0 returns ``D``. Local error O(h⁴), global order 3.
     """
     run = SamplerRun("dpmpp_3m", model, x, schedule, generator=generator, callback=callback, progress=progress,
-                     compile=compile)
+                     compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     hist: list[tuple[float, Tensor]] = []  # (λ, D) of the previous levels, newest last
     for i, s, s_next in run.steps():
         den = run.denoise(x, s)

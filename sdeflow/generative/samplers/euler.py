@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor
 
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
+from .steps import euler_step
 
 __all__ = ["sample_euler"]
 
 
+@sampler("euler", order=1.0, nfe=lambda steps: steps, stochastic=False)
 def sample_euler(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
 ) -> SampleResult:
     """First-order Euler steps of the PF-ODE over ``schedule``; one evaluation per step (NFE = steps).
 
@@ -26,11 +34,9 @@ def sample_euler(
     Deterministic (``generator`` is accepted for the common signature and unused).
     """
     run = SamplerRun("euler", model, x, schedule, generator=generator, callback=callback, progress=progress,
-                     compile=compile)
+                     compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     for i, s, s_next in run.steps():
-        den = run.denoise(x, s)
-        # x + (s_next - s)(x - den)/s = (s_next/s) x + (1 - s_next/s) den
-        r = s_next / s
-        x = torch.lerp(den, x, r)
+        x, den = euler_step(run.denoise, x, s, s_next)
         run.report(i, x, s, s_next, den)
     return run.result(x)

@@ -7,25 +7,31 @@ Every linear diffusion SDE, written for ``x̃ = x/α`` with the noise level ``σ
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
+from .steps import euler_maruyama_step
 
 __all__ = ["sample_euler_maruyama"]
 
 
+@sampler("euler_maruyama", order=1.0, order_kind="weak", nfe=lambda steps: steps, stochastic=True)
 def sample_euler_maruyama(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
 ) -> SampleResult:
     """Stochastic sampler: Euler–Maruyama steps of the reverse SDE; one evaluation per step.
 
@@ -33,13 +39,10 @@ def sample_euler_maruyama(
     σ = 0 returns ``D(x, σ_i)`` (no noise is added at the clean data). Noise from ``generator``.
     """
     run = SamplerRun("euler_maruyama", model, x, schedule, generator=generator, callback=callback,
-                     progress=progress, compile=compile)
+                     progress=progress, compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     for i, s, s_next in run.steps():
-        den = run.denoise(x, s)
-        if s_next == 0:
-            x = den
-        else:
-            h = s - s_next
-            x = x + (2.0 * h / s) * (den - x) + math.sqrt(2.0 * s * h) * run.randn_like(x)
+        noise = run.randn_like(x, s, s_next) if s_next > 0 else None
+        x, den = euler_maruyama_step(run.denoise, x, s, s_next, noise)
         run.report(i, x, s, s_next, den)
     return run.result(x)

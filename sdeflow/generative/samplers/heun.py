@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from .base import Callback, Denoiser, SampleResult, SamplerRun, check_nonneg
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun, check_nonneg
+from .registry import sampler
+from .steps import heun_step
 
 __all__ = ["sample_heun"]
 
 
+@sampler("heun", order=2.0, nfe=lambda steps, **_: 2 * steps - 1, stochastic=False)
 def sample_heun(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
     S_churn: float = 0.0,
     S_min: float = 0.0,
     S_max: float = float("inf"),
@@ -39,20 +46,14 @@ def sample_heun(
         raise ValueError(f"S_max must be a number >= S_min; got {S_max!r}.")
     s_noise = check_nonneg("S_noise", S_noise)
     run = SamplerRun("heun", model, x, schedule, generator=generator, callback=callback, progress=progress,
-                     compile=compile)
+                     compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     gamma_max = min(churn / max(run.n_steps, 1), math.sqrt(2.0) - 1.0)
     for i, s, s_next in run.steps():
         gamma = gamma_max if (churn > 0 and s_min <= s <= S_max) else 0.0
         s_hat = s * (1.0 + gamma)
         if gamma > 0:
-            x = x + (s_noise * math.sqrt(s_hat * s_hat - s * s)) * run.randn_like(x)
-        den = run.denoise(x, s_hat)
-        d = (x - den) / s_hat
-        x_next = x + (s_next - s_hat) * d
-        if s_next > 0:
-            den2 = run.denoise(x_next, s_next)
-            d2 = (x_next - den2) / s_next
-            x_next = x + (0.5 * (s_next - s_hat)) * (d + d2)
-        x = x_next
+            x = x + (s_noise * math.sqrt(s_hat * s_hat - s * s)) * run.randn_like(x, s, s_hat)
+        x, den = heun_step(run.denoise, x, s_hat, s_next)
         run.report(i, x, s, s_next, den)
     return run.result(x)

@@ -13,12 +13,15 @@ systems), its corrector is exactly this integral of the interpolating polynomial
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._exponential import exponential_weights
-from .base import Callback, Denoiser, SampleResult, SamplerRun
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from .registry import sampler
 
 __all__ = ["sample_unipc"]
 
@@ -50,15 +53,19 @@ def _newton_integral(h: float, nodes: list[float], values: list[Tensor], weights
     return out if out is not None else torch.zeros_like(values[0])
 
 
+@sampler("unipc", order=3.0, nfe=lambda steps, **_: steps, stochastic=False)
 def sample_unipc(
     model: Denoiser,
     x: Tensor,
     schedule: Tensor,
     *,
-    generator: torch.Generator | int | None = None,
+    generator: GeneratorLike = None,
     callback: Callback | None = None,
     progress: bool = False,
     compile: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    enable_grad: bool = False,
     order: int = 2,
     variant: str = "bh2",
     lower_order_final: bool = True,
@@ -81,7 +88,8 @@ def sample_unipc(
     if variant not in _VARIANTS:
         raise ValueError(f"variant must be one of {_VARIANTS}; got {variant!r}.")
     run = SamplerRun("unipc", model, x, schedule, generator=generator, callback=callback, progress=progress,
-                     compile=compile)
+                     compile=compile, model_kwargs=model_kwargs,
+                     noise_sampler=noise_sampler, enable_grad=enable_grad)
     sig = run.sigma_values
     n_pos = sum(1 for s in sig if s > 0)
     lam = [-math.log(s) if s > 0 else math.inf for s in sig]
