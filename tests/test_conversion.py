@@ -49,7 +49,7 @@ def test_pf_ode_and_reverse_drift_formulas(cls):
 
 
 def test_edm_pf_ode_is_x_minus_denoiser_over_t():
-    """THEORY §3: with σ(t) = t the PF-ODE is dx/dt = −t s = (x − D)/t."""
+    """docs/concepts.md §3: with σ(t) = t the PF-ODE is dx/dt = −t s = (x − D)/t."""
     edm = sf.EDMSDE()
     gm, t, x = _points(edm)
     v = probability_flow(edm, gm.score_fn(edm))(t, x)

@@ -35,3 +35,17 @@ def test_performance_doc_ensemble_example_runs():
 @pytest.mark.cuda
 def test_performance_doc_triton_example_runs():
     exec(compile(_block_with(ROOT / "docs" / "performance.md", 'compile="triton"'), "performance.md", "exec"), {})
+
+
+def test_concepts_blocks_run():
+    blocks = _python_blocks(ROOT / "docs" / "concepts.md")
+    assert len(blocks) >= 3
+    for code in blocks:
+        exec(compile(code, "concepts.md", "exec"), {})
+
+
+def test_docs_cite_only_the_repository():
+    # Theory references point at docs/concepts.md, never at files outside the repository.
+    offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.glob("sdeflow/**/*.py"), *ROOT.glob("docs/*.md"),
+                                                     ROOT / "README.md"] if "THEORY.md" in p.read_text()]
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""The probability-flow ODE of an SDE (Song et al. 2021, THEORY.md §2).
+"""The probability-flow ODE of an SDE (Song et al. 2021; docs/concepts.md §3).
 
 ``dx/dt = f(t, x) − ½ ∇·[G Gᵀ](t, x) − ½ G Gᵀ ∇log p_t(x)`` carries the same marginals ``p_t`` as
 ``dx = f dt + G dW``. The wrapper speaks every backend's protocol: ``forward(t, x)`` for

@@ -1,4 +1,4 @@
-"""The reverse-time SDE (Anderson 1982; Song et al. 2021, THEORY.md §2).
+"""The reverse-time SDE (Anderson 1982; Song et al. 2021; docs/concepts.md §3).
 
 ``dx = [f − ∇·(G Gᵀ) − G Gᵀ ∇log p_t] dt + G dw̄``, integrated from ``T`` down to ``eps``. The
 wrapper is written in the forward time ``t``; run it with decreasing times,

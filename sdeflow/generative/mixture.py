@@ -2,7 +2,7 @@
 
 If ``x_0 ~ Σ_k w_k N(μ_k, Σ_k)`` and ``x_t = α x_0 + σ ε`` (any diffusion SDE), then
 ``x_t ~ Σ_k w_k N(α μ_k, α² Σ_k + σ² I)``: the density ``p_t``, the score ``∇log p_t`` and the ideal
-denoiser ``E[x_0 | x_t]`` are closed-form (THEORY.md, closed forms). Every covariance is
+denoiser ``E[x_0 | x_t]`` are closed-form (docs/concepts.md §5). Every covariance is
 diagonalised once, ``Σ_k = U_k diag(λ_k) U_kᵀ``, so ``α² Σ_k + σ² I = U_k diag(α² λ_k + σ²) U_kᵀ``
 for any ``(α, σ)`` at no further factorisation cost; one time per path (B,) is as cheap as one for all.
 All methods are differentiable in ``x`` and ``t`` (autograd gives ``∂_t p_t`` and Hessians).

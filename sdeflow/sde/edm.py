@@ -14,7 +14,7 @@ __all__ = ["EDMSDE"]
 class EDMSDE(DiffusionSDE):
     """``dx = sqrt(2t) dW``: zero drift, ``g(t)² = 2t``, so ``x_t = x_0 + N(0, t² I)``.
 
-    Its probability-flow ODE is ``dx/dt = −t ∇log p_t(x)`` (THEORY.md §3). Closed forms:
+    Its probability-flow ODE is ``dx/dt = −t ∇log p_t(x)`` (docs/concepts.md §3). Closed forms:
     ``scale(t) = 1``, ``std(t) = t``; prior ``N(0, T² I)`` with T = 80, eps = 0.002.
     """
 
