@@ -220,9 +220,7 @@ def _run_levels(
 ) -> np.ndarray:
     """Per-path values ``per_path(X_T^h, X_T^ref)`` for every step size: array (n_paths, n_dts)."""
     span = t1 - t0
-    m = check_sde_functions(sde, torch.as_tensor(t0, dtype=x0.dtype, device=x0.device), x0[:1])
-    if sde.noise_type == "diagonal":
-        m = int(x0[0].numel())
+    m = check_sde_functions(sde, torch.as_tensor(t0, dtype=x0.dtype, device=x0.device), x0[:1])  # Brownian size
     n_fine = _n_steps(span, finest)
     gen = make_generator(generator, x0.device)
     elem = torch.finfo(x0.dtype).bits // 8
