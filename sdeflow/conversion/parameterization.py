@@ -171,15 +171,20 @@ class SDEDenoiser(nn.Module):
     def model_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         return self.model if "model" in self._modules else self._plain
 
-    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        """``D(x̃, σ̃)`` for ``x`` (B, *event) and ``sigma`` a scalar or (B,); returns ``x``'s shape."""
+    def forward(self, x: Tensor, sigma: Tensor | float, **model_kwargs: object) -> Tensor:
+        """``D(x̃, σ̃)`` for ``x`` (B, *event) and ``sigma`` a scalar or (B,); returns ``x``'s shape.
+
+        ``model_kwargs`` (class labels, a guidance scale, ...) reach ``model(x_t, t, **model_kwargs)`` unchanged.
+        """
         sig = time_vector(sigma, x)
         if bool((sig <= 0).any()):
             raise ValueError("sigma must be > 0; the denoiser is not evaluated at the clean data (σ = 0).")
         t = self.sde.time_at_noise_level(sig).to(x.dtype)
         a, _ = _scale_std(self.sde, t, x)
         xt = a * x
-        pred = self.model_fn(xt, t)
+        pred = self.model_fn(xt, t, **model_kwargs)
+        if isinstance(pred, Tensor) and pred.dtype != x.dtype and pred.is_floating_point():
+            pred = pred.to(x.dtype)  # a bf16/fp16 network: the conversion runs in the state's dtype
         return convert_prediction(pred, xt, t, self.sde, source=self.prediction, target="x0")
 
 
@@ -206,12 +211,12 @@ class DenoiserModel(nn.Module):
     def denoiser_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         return self.denoiser if "denoiser" in self._modules else self._plain
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """The prediction at ``x_t = x`` (B, *event), time ``t`` (scalar or (B,))."""
+    def forward(self, x: Tensor, t: Tensor | float, **model_kwargs: object) -> Tensor:
+        """The prediction at ``x_t = x`` (B, *event), time ``t`` (scalar or (B,)); ``model_kwargs`` go to the denoiser."""
         tv = time_vector(t, x)
         a, s = _scale_std(self.sde, tv, x)
         sig = (s / a).reshape(-1)
-        x0 = self.denoiser_fn(x / a, sig)
+        x0 = self.denoiser_fn(x / a, sig, **model_kwargs)
         return convert_prediction(x0, x, tv, self.sde, source="x0", target=self.prediction)
 
 
