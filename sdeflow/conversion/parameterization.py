@@ -212,7 +212,7 @@ class DenoiserModel(nn.Module):
         return self.denoiser if "denoiser" in self._modules else self._plain
 
     def forward(self, x: Tensor, t: Tensor | float, **model_kwargs: object) -> Tensor:
-        """The prediction at ``x_t = x`` (B, *event), time ``t`` (scalar or (B,)); ``model_kwargs`` go to the denoiser."""
+        """The prediction at ``x_t = x`` (B, *event), time ``t`` (scalar or (B,)); ``model_kwargs`` go to D."""
         tv = time_vector(t, x)
         a, s = _scale_std(self.sde, tv, x)
         sig = (s / a).reshape(-1)
