@@ -7,8 +7,13 @@ import torch
 
 import sdeflow as sf
 from sdeflow.generative.metrics import mixture_sample_quality, pathwise_rms
+from sdeflow.generative.samplers import SAMPLER_SPECS
 
-ODE_SAMPLERS = ["euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "adaptive"]
+# read from the samplers' @sampler declarations (sdeflow.generative.samplers.registry), never repeated here
+ODE_SAMPLERS = [name for name, spec in SAMPLER_SPECS.items() if not spec.stochastic]
+STOCHASTIC_SAMPLERS = [name for name, spec in SAMPLER_SPECS.items() if spec.stochastic]
+ORDER_SAMPLERS = {name: spec.order for name, spec in SAMPLER_SPECS.items()
+                  if spec.order is not None and spec.order_kind == "ode"}
 N_QUALITY = 20_000  # samples for ΔNLL checks: SE ≈ 0.008 nats, so the 3 SE + 0.02 rule allows ≈ 0.045
 
 
@@ -66,9 +71,9 @@ def test_every_sampler_counts_nfe_calls_back_and_reproduces(name):
     seen = []
     res = sf.sample(name, model, x, sig, generator=1, callback=seen.append)
     assert res.nfe == len(calls) and res.x.shape == x.shape and res.sampler.startswith(name.split("_")[0])
-    expected = {"euler": 8, "heun": 15, "euler_maruyama": 8, "pc": 8 + 7, "dpmpp_2m": 8, "dpmpp_3m": 8, "unipc": 8}
-    if name in expected:
-        assert res.nfe == expected[name]
+    expected = SAMPLER_SPECS[name].nfe_for(8)  # the declared NFE for 8 steps ending at 0 (None: adaptive)
+    if expected is not None:
+        assert res.nfe == expected
         assert len(seen) == 8 and [c["i"] for c in seen] == list(range(8))
         assert {"x", "sigma", "sigma_next", "denoised", "nfe"} <= set(seen[0])
     again = sf.sample(name, gm.as_denoiser(), x, sig, generator=1)
@@ -92,7 +97,7 @@ def test_stochastic_samplers_depend_on_the_generator_and_progress_bar_runs():
     gm, _, _ = _gauss()
     sig = sf.karras_sigmas(6, 0.01, 10.0)
     x = sf.initial_noise((16, 2), sig, generator=0, dtype=torch.float64)
-    for name, opts in [("euler_maruyama", {}), ("pc", {}), ("heun", {"S_churn": 5.0})]:
+    for name, opts in [(n, {}) for n in STOCHASTIC_SAMPLERS] + [("heun", {"S_churn": 5.0})]:
         a = sf.sample(name, gm.as_denoiser(), x, sig, generator=1, **opts).x
         b = sf.sample(name, gm.as_denoiser(), x, sig, generator=2, **opts).x
         assert not torch.equal(a, b), name
@@ -110,16 +115,18 @@ def order_problem():
     return gm, x_T, ref
 
 
-@pytest.mark.parametrize("name,order,tol", [
-    ("euler", 1.0, 0.1), ("heun", 2.0, 0.25), ("dpmpp_2m", 2.0, 0.2), ("dpmpp_3m", 3.0, 0.2), ("unipc", 3.0, 0.2),
-])
-def test_convergence_order(order_problem, name, order, tol):
+ORDER_TOL = {"euler": 0.1, "heun": 0.25}  # room for the measured pre-asymptotic drift below; 0.2 otherwise
+
+
+@pytest.mark.parametrize("name", list(ORDER_SAMPLERS))
+def test_convergence_order(order_problem, name):
     """Pathwise error to the reference vs steps on a log-SNR grid (80 -> 0.002 -> 0), N = 20, 40, 80.
 
     Measured slopes: Euler 0.99, Heun 2.14 (approaching 2 from above), DPM-Solver++(2M) 2.05,
     3M 3.01, UniPC-2 (third-order corrected result) 2.97; the tolerances leave room for that
     pre-asymptotic drift only.
     """
+    order, tol = ORDER_SAMPLERS[name], ORDER_TOL.get(name, 0.2)
     gm, x_T, ref = order_problem
     ns = [20, 40, 80]
     errs = [pathwise_rms(sf.sample(name, gm.as_denoiser(), x_T, sf.log_snr_sigmas(n, 0.002, 80.0)).x, ref)
