@@ -43,6 +43,7 @@ import torch
 
 from ..sde.base import SDE, as_sde
 from ..sde.stratonovich import to_ito
+from .balance import grid_equilibrium
 from .grid import Grid
 
 __all__ = ["FPOperator", "fokker_planck_operator", "SCHEMES", "BOUNDARIES", "evaluate_coefficients",
@@ -66,6 +67,9 @@ class FPOperator:
         boundary: the boundary condition.
         peclet: the largest cell Péclet number ``|a| h / (D_kk/2)`` over interior faces.
         metzler: True when every off-diagonal entry is ≥ 0 (then ``exp(tL)`` preserves positivity).
+        balanced: True when the operator was made well balanced (see ``balanced=`` of
+            :func:`fokker_planck_operator`): ``L π̄ = 0`` for the exact equilibrium cell averages ``π̄``.
+        log_equilibrium: ``log π̄`` (grid shape, up to a constant) when balanced, else None.
     """
 
     matrix: sp.csr_matrix
@@ -73,6 +77,15 @@ class FPOperator:
     boundary: str
     peclet: float
     metzler: bool
+    balanced: bool = False
+    log_equilibrium: np.ndarray | None = None
+
+    def equilibrium(self, grid: Grid) -> np.ndarray | None:
+        """The exact discrete stationary density (unit mass, grid shape) of a balanced operator, else None."""
+        if self.log_equilibrium is None:
+            return None
+        q = np.exp(self.log_equilibrium - self.log_equilibrium.max())
+        return q / (q.sum() * grid.cell_volume)
 
 
 # -- coefficients ------------------------------------------------------------------------------------
@@ -388,8 +401,13 @@ def _cross_terms(coef: _Coefficients, k: int, order: int) -> sp.csr_matrix | Non
     return total
 
 
-def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Two-point (SG or central) face fluxes of axis k, and the cell Péclet number of every face."""
+def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False,
+             exponent: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Two-point (SG or central) face fluxes of axis k, and the cell Péclet number of every face.
+
+    With ``exponent`` (face array ``log π̄_R − log π̄_L`` of an exact equilibrium), the SG flux uses it as
+    its Péclet number: ``F = (d/h)[B(−P) p_L − B(P) p_R]`` vanishes exactly on ``π̄`` (well balanced).
+    """
     grid, bc = coef.grid, coef.bc
     shape, h = grid.shape, grid.spacing[k]
     n = shape[k]
@@ -412,7 +430,10 @@ def _flux_sg(coef: _Coefficients, k: int, *, central: bool = False) -> tuple[sp.
         peclet_a = a_face
     else:
         a_eff = a_face - 0.5 * (right - left) / h
-        cl, cr = _sg_coefficients(a_eff, dh, h)
+        if exponent is None:
+            cl, cr = _sg_coefficients(a_eff, dh, h)
+        else:
+            cl, cr = dh / h * _bernoulli(-exponent), -dh / h * _bernoulli(exponent)
         peclet_a = a_eff
     with np.errstate(divide="ignore", invalid="ignore"):
         pe = np.where(dh > 0, np.abs(peclet_a) * h / np.where(dh > 0, dh, 1.0),
@@ -484,6 +505,45 @@ def coefficients_change(sde: object, grid: Grid, t0: float, times: list[float], 
     return False
 
 
+def _face_exponent(log_pi: np.ndarray, k: int, bc: str) -> np.ndarray:
+    """``log π̄_R − log π̄_L`` on the faces of axis k (boundary faces of a non-periodic axis: 0)."""
+    if bc == "periodic":
+        return log_pi - np.roll(log_pi, 1, axis=k)
+    pad = np.zeros(_replace(log_pi.shape, k, 1))
+    return np.concatenate([pad, np.diff(log_pi, axis=k), pad], axis=k)
+
+
+def _balance_rows(flux: sp.csr_matrix, rows: np.ndarray, log_pi: np.ndarray, k: int, bc: str) -> sp.csr_matrix:
+    """Make the flux rows ``rows`` of axis k vanish on ``π̄``: ``F(p) − F(π̄) · ½(p_L/π̄_L + p_R/π̄_R)``.
+
+    ``F(π̄)`` is the scheme's flux error on the exact equilibrium (order 4 for fv4), so the correction keeps
+    the order and the flux form (mass conservation) and makes ``π̄`` an exact null vector. Evaluated with
+    the exponents relative to the face's left cell, so no equilibrium value is ever formed on its own.
+    """
+    shape = log_pi.shape
+    n = shape[k]
+    fshape = _replace(shape, k, _n_faces(n, bc))
+    idx = np.indices(fshape).reshape(len(shape), -1)
+    left, right = idx.copy(), idx.copy()
+    left[k] = (idx[k] - 1) % n
+    right[k] = idx[k] % n
+    lp = log_pi.reshape(-1)
+    lc = np.ravel_multi_index(tuple(left), shape)
+    rc = np.ravel_multi_index(tuple(right), shape)
+    coo = flux.tocoo()
+    rel = lp[coo.col] - lp[lc[coo.row]]
+    ok_entry = rel < 700.0
+    bad = np.bincount(coo.row[~ok_entry], minlength=flux.shape[0]) > 0
+    r = np.bincount(coo.row[ok_entry], coo.data[ok_entry] * np.exp(rel[ok_entry]), minlength=flux.shape[0])
+    sel = np.zeros(flux.shape[0], bool)
+    sel[rows] = True
+    sel &= ~bad
+    f_rows = np.flatnonzero(sel)
+    back = np.exp(np.clip(lp[lc[f_rows]] - lp[rc[f_rows]], -700.0, 700.0))
+    corr = _csr([f_rows, f_rows], [lc[f_rows], rc[f_rows]], [-0.5 * r[f_rows], -0.5 * r[f_rows] * back], flux.shape)
+    return sp.csr_matrix(flux + corr)
+
+
 def fokker_planck_operator(
     sde: object,
     grid: Grid,
@@ -491,34 +551,64 @@ def fokker_planck_operator(
     *,
     scheme: str = "auto",
     boundary: str = "reflecting",
+    balanced: bool | None = None,
 ) -> FPOperator:
     """Assemble ``L`` with ``dp̄/dt = L p̄`` for ``sde`` on ``grid`` at time ``t``.
 
     Args:
         sde: any SDE whose state is a vector of ``grid.ndim`` coordinates (states (M, ndim)).
-        grid: a :class:`~sdeflow.fokker_planck.Grid1D` / :class:`~sdeflow.fokker_planck.Grid2D`.
+        grid: a :class:`~sdeflow.fokker_planck.Grid1D`, :class:`~sdeflow.fokker_planck.Grid2D` or
+            :class:`~sdeflow.fokker_planck.Grid3D`.
         t: the time at which drift and diffusion are evaluated.
         scheme: ``"fv4"``, ``"sg"``, ``"central"`` or ``"auto"`` (face by face: ``"fv4"`` where the
             cell Péclet number is ≤ 2, ``"sg"`` elsewhere). See the module docstring.
         boundary: ``"reflecting"``, ``"absorbing"`` or ``"periodic"``.
+        balanced: make the discrete stationary state exact for a gradient-type drift (diagonal ``D``,
+            ``2f_k/D_kk − ∂_k log D_kk = ∂_k φ``; e.g. ``f = −∇U`` with constant ``σ``): the null vector of
+            ``L`` is then the exact cell average of ``exp(φ)`` (``exp(−2U/σ²)``) to round-off, with the
+            transient order unchanged. ``None`` (default): on for ``"auto"`` and ``"fv4"`` when the drift
+            passes the discrete-curl test of :mod:`sdeflow.fokker_planck.balance` and the box is
+            reflecting or periodic; ``True``: required (ValueError if the drift is not of gradient
+            type; ``scheme="sg"`` then gives the exponentially fitted M-matrix scheme with exact
+            equilibrium); ``False``: off.
 
     Returns:
         :class:`FPOperator` (a scipy CSR matrix of shape (grid.size, grid.size) and diagnostics).
     """
     if not isinstance(grid, Grid):
-        raise TypeError(f"grid must be a sdeflow.fokker_planck.Grid1D or Grid2D; got {type(grid).__name__}.")
+        raise TypeError(f"grid must be a sdeflow.fokker_planck.Grid1D, Grid2D or Grid3D; got {type(grid).__name__}.")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}; got {scheme!r}.")
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}; got {boundary!r}.")
-    coef = _Coefficients(as_sde(sde), grid, float(t), boundary)
+    if balanced is not None and not isinstance(balanced, bool):
+        raise TypeError(f"balanced must be True, False or None (automatic); got {balanced!r}.")
+    sde = as_sde(sde)
+    coef = _Coefficients(sde, grid, float(t), boundary)
+    eq = None
+    # Automatic balancing only for the fourth-order schemes (their correction is of fourth order); "sg" and
+    # "central" are the positivity-first and baseline schemes and are balanced only on request.
+    want = balanced if balanced is not None else (scheme in ("auto", "fv4") and boundary != "absorbing")
+    if want:
+        diag_ok = all(not np.any(D - np.einsum("...ii->...i", D)[..., None] * np.eye(grid.ndim))
+                      for D in coef.D.values())
+        if diag_ok:
+            eq = grid_equilibrium(lambda x: evaluate_coefficients(sde, float(t), x), grid,
+                                  boundary == "periodic")
+        if eq is None and balanced:
+            raise ValueError("balanced=True needs a gradient-type drift with diagonal, non-vanishing diffusion "
+                             "(2 f_k / D_kk - d_k log D_kk = d_k phi); this SDE fails the discrete-curl test on the "
+                             "grid. Use balanced=None or False.")
+    log_pi = None if eq is None else eq.log_pi
     shape = grid.shape
     matrix = sp.csr_matrix((grid.size, grid.size))
     peclet, n_fv4, n_faces = 0.0, 0, 0
     for k in range(grid.ndim):
-        flux, pe = _flux_sg(coef, k, central=(scheme == "central"))
+        expo = None if log_pi is None or scheme == "central" else _face_exponent(log_pi, k, boundary)
+        flux, pe = _flux_sg(coef, k, central=(scheme == "central"), exponent=expo)
         peclet = max(peclet, float(pe.max()) if pe.size else 0.0)
         fshape = _replace(shape, k, _n_faces(shape[k], boundary))
+        keep = np.zeros(int(np.prod(fshape)), bool)
         if scheme in ("fv4", "auto"):
             # Fourth-order faces: all (fv4) or those with cell Péclet <= AUTO_PECLET (auto), and never within
             # two cells of a non-periodic wall, where the stencils do not fit; the rest keep the SG flux.
@@ -533,6 +623,17 @@ def fokker_planck_operator(
             if keep.any():
                 w = keep.astype(np.float64)
                 flux = sp.diags(w) @ _flux_fv4(coef, k) + sp.diags(1.0 - w) @ flux
+        if log_pi is not None:
+            # SG faces are balanced by their exponent; fv4 (and central) faces get the flux-error correction.
+            rows = np.flatnonzero(keep)
+            if scheme == "central":
+                interior = np.ones(fshape, bool)
+                if boundary != "periodic":
+                    fk = np.indices(fshape)[k]
+                    interior = (fk >= 1) & (fk <= shape[k] - 1)
+                rows = np.flatnonzero(interior.reshape(-1))
+            if rows.size:
+                flux = _balance_rows(flux, rows, log_pi, k, boundary)
         if boundary == "reflecting":
             rows = _boundary_rows(k, shape, boundary)
             mask = np.ones(flux.shape[0])
@@ -548,4 +649,5 @@ def fokker_planck_operator(
     matrix.eliminate_zeros()
     off = matrix - sp.diags(matrix.diagonal())
     metzler = bool(off.nnz == 0 or off.data.min() >= -1e-14 * max(1.0, abs(matrix.diagonal()).max()))
-    return FPOperator(matrix=matrix, scheme=used, boundary=boundary, peclet=peclet, metzler=metzler)
+    return FPOperator(matrix=matrix, scheme=used, boundary=boundary, peclet=peclet, metzler=metzler,
+                      balanced=eq is not None, log_equilibrium=log_pi)
