@@ -323,3 +323,45 @@ def test_a_user_sampler_declared_with_the_decorator_runs_by_name():
         SAMPLER_SPECS.pop("test_midpoint", None)
     with pytest.raises(ValueError, match="order must be a positive number"):
         sampler("bad", order=-1.0, nfe=None, stochastic=False)
+
+
+# -- a Brownian tree as the noise source ---------------------------------------------------------------------------
+def _em_error_to_fine(noise_for, x, ns, fine=640):
+    ref = sf.sample_euler_maruyama(gauss_denoiser, x, sf.karras_sigmas(fine, 0.01, 10.0), **noise_for()).x
+    return [float((sf.sample_euler_maruyama(gauss_denoiser, x, sf.karras_sigmas(n, 0.01, 10.0),
+                                             **noise_for()).x - ref).pow(2).mean().sqrt()) for n in ns]
+
+
+def test_brownian_tree_noise_refines_one_path():
+    """With a Brownian tree, Euler–Maruyama converges pathwise as the schedule is refined (additive noise:
+    strong order 1, so 4x the steps cut the error about 4x; 2x is asked); with a seeded generator each
+    run's noise is unrelated and the distance to the fine run stays O(1)."""
+    from sdeflow.generative.samplers import BrownianTreeNoise
+
+    x = _start(64, torch.float64)
+    errs = _em_error_to_fine(lambda: {"noise_sampler": BrownianTreeNoise(x, 0.01, 10.0, seed=3)}, x, [20, 80])
+    assert errs[1] < errs[0] / 2, errs
+    indep = _em_error_to_fine(lambda: {"generator": 3}, x, [20, 80])
+    assert min(indep) > 0.3 > errs[1], (indep, errs)  # O(S) = O(0.5) spread between unrelated paths
+
+
+def test_brownian_tree_noise_per_sample_seeds_and_errors():
+    from sdeflow.generative.samplers import BrownianTreeNoise
+
+    x8, x4 = _start(8, torch.float64), _start(8, torch.float64)[:4]
+    a = sf.sample_euler_maruyama(gauss_denoiser, x8, SCHED, noise_sampler=BrownianTreeNoise(x8, 0.01, 10.0,
+                                                                                            seed=list(range(8)))).x
+    b = sf.sample_euler_maruyama(gauss_denoiser, x4, SCHED, noise_sampler=BrownianTreeNoise(x4, 0.01, 10.0,
+                                                                                            seed=list(range(4)))).x
+    assert torch.equal(a[:4], b)
+    z = BrownianTreeNoise(torch.zeros(20000, 1, dtype=torch.float64), 0.01, 10.0, seed=1)(5.0, 4.0)
+    # standard normal: mean within 4 SE (SE = 1/sqrt(20000) = 0.007), variance within 4 SE (sqrt(2/n) = 0.01)
+    assert abs(float(z.mean())) < 0.03 and abs(float(z.var()) - 1.0) < 0.04
+    with pytest.raises(ValueError, match="zero-length interval"):
+        sf.sample_pc(gauss_denoiser, x8, SCHED, noise_sampler=BrownianTreeNoise(x8, 0.01, 10.0))
+    with pytest.raises(ValueError, match="leaves the tree's range"):
+        sf.sample_euler_maruyama(gauss_denoiser, x8, SCHED, noise_sampler=BrownianTreeNoise(x8, 0.1, 10.0))
+    with pytest.raises(ValueError, match="3 per-sample seeds for a batch of 8"):
+        BrownianTreeNoise(x8, 0.01, 10.0, seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        BrownianTreeNoise(x8, 1.0, 0.5)

@@ -31,6 +31,7 @@ from .dpmpp_3m import sample_dpmpp_3m
 from .euler import sample_euler
 from .euler_maruyama import sample_euler_maruyama
 from .heun import sample_heun
+from .noise import BrownianTreeNoise
 from .predictor_corrector import sample_pc
 from .registry import SAMPLER_SPECS, SAMPLERS, SamplerSpec, sampler, sampler_spec
 from .steps import dpmpp_2m_step, euler_maruyama_step, euler_step, heun_step
@@ -41,7 +42,7 @@ __all__ = [
     "initial_noise", "per_sample_randn", "Denoiser", "Callback", "NoiseSampler", "GeneratorLike",
     "sample_euler", "sample_heun", "sample_euler_maruyama", "sample_pc", "sample_dpmpp_2m",
     "sample_dpmpp_3m", "sample_unipc", "sample_adaptive",
-    "euler_step", "heun_step", "dpmpp_2m_step", "euler_maruyama_step",
+    "euler_step", "heun_step", "dpmpp_2m_step", "euler_maruyama_step", "BrownianTreeNoise",
 ]
 
 
