@@ -23,7 +23,7 @@ def test_schedules():
     assert k.shape == (11,) and k.dtype == torch.float64 and float(k[-1]) == 0.0
     torch.testing.assert_close(k[[0, 9]], torch.tensor([80.0, 0.002], dtype=torch.float64))
     i = torch.arange(10, dtype=torch.float64)
-    want = (80 ** (1 / 7) + i / 9 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7  # THEORY §5
+    want = (80 ** (1 / 7) + i / 9 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7  # docs/concepts.md §4
     torch.testing.assert_close(k[:-1], want)
     torch.testing.assert_close(sf.karras_sigmas(6, 0.1, 5.0, rho=1.0), sf.uniform_sigmas(6, 0.1, 5.0))
     ls = sf.log_snr_sigmas(5, 0.01, 100.0, append_zero=False)
@@ -50,7 +50,7 @@ def _gauss():
 
 
 def _exact_end(x_T, sigma_max, m, s, sigma_min=0.002):
-    """THEORY closed form: Gaussian data N(m, s² I) under the EDM PF-ODE from σ_max to σ_min, then the
+    """Closed form (docs/concepts.md §6): Gaussian data N(m, s² I) under the EDM PF-ODE from σ_max to σ_min, then the
     samplers' common last step x ← D(x, σ_min) = m + s²/(s² + σ_min²)(x − m)."""
     x_min = m + (x_T - m) * math.sqrt(s * s + sigma_min**2) / math.sqrt(s * s + sigma_max**2)
     return m + (x_min - m) * s * s / (s * s + sigma_min**2)

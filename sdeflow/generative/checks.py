@@ -41,10 +41,11 @@ from .toy_data import eight_gaussians
 __all__ = ["pf_ode_checks", "RESIDUAL_TOL", "SAMPLER_ORDERS"]
 
 RESIDUAL_TOL = 1e-10
-#: Declared ODE orders of the deterministic samplers, read from their ``@sampler`` declarations
-#: (UniPC-2's corrected result is third order); a sampler declaring one is checked automatically.
+#: Declared ODE orders of sdeflow's deterministic samplers, read from their ``@sampler`` declarations
+#: (UniPC-2's corrected result is third order); a built-in sampler declaring one is checked automatically.
 SAMPLER_ORDERS = {name: spec.order for name, spec in SAMPLER_SPECS.items()
-                  if spec.order_kind == "ode" and spec.order is not None and not spec.stochastic}
+                  if (spec.fn.__module__ or "").startswith("sdeflow.") and spec.order_kind == "ode"
+                  and spec.order is not None and not spec.stochastic}
 _F64 = torch.float64
 
 

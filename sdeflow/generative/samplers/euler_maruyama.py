@@ -1,7 +1,7 @@
 """Euler–Maruyama on the reverse-time SDE in the noise-level variable.
 
 Every linear diffusion SDE, written for ``x̃ = x/α`` with the noise level ``σ̃ = σ/α`` as time, is
-``dx̃ = sqrt(2σ) dW`` (THEORY.md §3: the EDM SDE), whose reverse-time SDE is
+``dx̃ = sqrt(2σ) dW`` (docs/concepts.md §4: the EDM SDE), whose reverse-time SDE is
 ``dx = −2σ ∇log p_σ(x) dσ + sqrt(2σ) dw̄ = 2 (x − D(x, σ))/σ dσ + sqrt(2σ) dw̄`` run from σ_max down.
 """
 
