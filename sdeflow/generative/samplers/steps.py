@@ -4,8 +4,9 @@ Each function takes a denoiser ``D(x, σ, **model_kwargs)``, the state ``x`` (B,
 noise levels, as Python floats (the loop samplers) or as (B,) tensors (one level per sample, e.g. a
 consistency-distillation teacher step from σ_{n+1} to σ_n for a batch of random n); a 0-dim tensor is
 broadcast to (B,). Each returns ``(x_next, denoised)`` with ``denoised = D(x, σ)``, and evaluates the
-denoiser with a (B,) tensor of levels in ``x``'s dtype. Where ``σ_next = 0`` the step returns
-``denoised`` (the samplers' last step lands on the clean-data estimate).
+denoiser with a (B,) tensor of levels in ``x``'s dtype. Where ``σ_next = 0`` the step lands on
+``denoised`` (the samplers' last step: exactly for Euler, DPM-Solver++(2M) and Euler–Maruyama; Heun's
+Euler step ``x + (0 − σ)(x − D)/σ`` up to round-off).
 
 A (B,) tensor of equal levels gives bitwise the result of the Python float (float32/float64 states):
 the per-sample coefficients are computed in float64 with the same formula and rounded to the state's
