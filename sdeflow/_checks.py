@@ -21,6 +21,7 @@ __all__ = [
     "make_generator",
     "broadcast_time",
     "as_time",
+    "state_stamp",
 ]
 
 
@@ -153,3 +154,18 @@ def broadcast_time(t: Tensor | float, x: Tensor) -> Tensor:
         f"t must be a scalar or a vector with one time per batch element (shape ({x.shape[0]},)); "
         f"got shape {tuple(t.shape)} for a state of shape {tuple(x.shape)}."
     )
+
+
+def state_stamp(obj: object) -> tuple:
+    """Identity and version of an object's tensors: it changes when a parameter is updated.
+
+    For an ``nn.Module``: every parameter and buffer (recursively), the plain tensor attributes and
+    the plain number/string attributes of the module itself; for other objects only their identity.
+    Caches of results that depend on the SDE's values compare stamps before reusing an entry.
+    """
+    if not isinstance(obj, torch.nn.Module):
+        return (id(obj),)
+    tensors = [*obj.parameters(), *obj.buffers()]
+    plain = sorted((k, v) for k, v in vars(obj).items() if isinstance(v, (int, float, str, bool)))
+    extra = [(k, id(v), v._version) for k, v in vars(obj).items() if isinstance(v, Tensor)]
+    return tuple((id(t), t._version) for t in tensors) + tuple(plain) + tuple(extra)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,20 +33,27 @@ class StepGrid:
         return np.diff(self.times)
 
 
-def build_grid(ts: np.ndarray, dt: float) -> StepGrid:
+def build_grid(ts: np.ndarray, dt: float, *, time_tol: float = 0.0) -> StepGrid:
     """Steps of size ``dt`` from ``ts[0]``, restarting at every output time, ending exactly on each.
 
     ``ts`` must be strictly increasing. Within each interval the points are ``t_k + i dt``; a
-    remainder shorter than ``1e-6 dt`` is absorbed into the last step.
+    remainder shorter than ``1e-6 dt`` (or than ``time_tol``, the rounding of the times as the
+    caller gave them, e.g. a few float32 ulps) is absorbed into the last step.
     """
-    pieces = [np.asarray(ts[:1], dtype=np.float64)]
-    save = [0]
-    count = 0
-    for a, b in zip(ts[:-1], ts[1:], strict=True):
-        n = max(1, math.ceil((b - a) / dt - _SNAP))
-        inner = a + dt * np.arange(1, n, dtype=np.float64)
-        pieces.append(inner)
-        pieces.append(np.asarray([b], dtype=np.float64))
-        count += n
-        save.append(count)
-    return StepGrid(np.concatenate(pieces), np.asarray(save, dtype=np.int64))
+    ts = np.asarray(ts, dtype=np.float64)
+    a, b = ts[:-1], ts[1:]
+    snap = max(_SNAP, time_tol / dt)
+    counts = np.maximum(1, np.ceil((b - a) / dt - snap)).astype(np.int64)
+    ends = np.cumsum(counts)
+    total = int(ends[-1])
+    # Point j of interval k (1 <= j < counts[k]) is a_k + j dt, as ``a + dt * arange(1, n)`` computes it;
+    # the interval's last point is b_k itself.
+    starts = ends - counts
+    local = np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+    inner = np.repeat(a, counts) + dt * local.astype(np.float64)
+    times = np.empty(total + 1, dtype=np.float64)
+    times[:total] = inner  # inner[starts[k]] = a_k: overwritten by the exact ts values next
+    times[0] = ts[0]
+    times[ends] = b
+    save = np.concatenate([np.zeros(1, dtype=np.int64), ends])
+    return StepGrid(times, save)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GaussianIncrements", "BrownianIncrements", "ReflectedBrownian", "CHUNK_ELEMENTS", "CHUNK_ELEMENTS_CUDA"]
+__all__ = [
+    "GaussianIncrements", "BrownianIncrements", "ReflectedBrownian", "NoiseSchedule", "noise_schedule",
+    "CHUNK_ELEMENTS", "CHUNK_ELEMENTS_CUDA",
+]
 
 #: Elements of noise drawn per ``randn`` call on a CPU (a chunk of steps covers at most this many
 #: numbers: a block that stays in cache).
@@ -27,6 +31,59 @@ CHUNK_ELEMENTS_CUDA = 1 << 22
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 
 
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """What :class:`GaussianIncrements` derives from the step sizes alone (cacheable per grid).
+
+    Attributes:
+        chunk: steps per ``randn`` call.
+        sqrt_dt_host: ``sqrt(dt_i)`` as Python floats; ``sqrt_dt``: the same as a tensor (n,).
+        uniform: per chunk, whether all its steps have the same size (one scaled ``normal_`` pass).
+        dt: the step sizes as a tensor (only for ``space_time``), else ``None``.
+    """
+
+    chunk: int
+    sqrt_dt_host: list[float]
+    sqrt_dt: Tensor
+    uniform: list[bool]
+    dt: Tensor | None
+
+
+def noise_schedule(
+    dts: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    space_time: bool = False,
+    chunk_elements: int | None = None,
+    chunk_steps: int | None = None,
+) -> NoiseSchedule:
+    """The :class:`NoiseSchedule` of steps ``dts`` (n,) for increments of ``shape``."""
+    n = len(dts)
+    numel = max(1, math.prod(shape))
+    if chunk_elements is None:
+        chunk_elements = CHUNK_ELEMENTS_CUDA if torch.device(device).type == "cuda" else CHUNK_ELEMENTS
+    cap = max(1, chunk_elements // numel)
+    chunk = max(1, min(n, cap if chunk_steps is None else min(chunk_steps, cap)))
+    sq = np.sqrt(dts)
+    # Chunks whose steps all have the same size (all but those ending at an output time, usually)
+    # (equal up to the rounding of t0 + i dt grids; the mismatch in sqrt(dt) is then ~1e-9 relative at most).
+    n_blocks = -(-n // chunk)
+    padded = np.empty(n_blocks * chunk)
+    padded[:n] = dts
+    padded[n:] = dts[(n_blocks - 1) * chunk]  # the last block's first step: neutral for its check
+    blocks = padded.reshape(n_blocks, chunk)
+    uniform = np.all(np.abs(blocks - blocks[:, :1]) <= 1e-9 * blocks[:, :1], axis=1).tolist()
+    return NoiseSchedule(
+        chunk=chunk,
+        sqrt_dt_host=sq.tolist(),
+        sqrt_dt=torch.as_tensor(sq, dtype=dtype, device=device),
+        uniform=uniform,
+        dt=torch.tensor(dts, dtype=dtype, device=device) if space_time else None,
+    )
+
+
 class GaussianIncrements:
     """Increments ``dW_i ~ N(0, dt_i)`` (and ``U_i`` if ``space_time``) from a generator.
 
@@ -35,6 +92,8 @@ class GaussianIncrements:
         dts: step sizes, float64 array of shape (n_steps,), all positive.
         generator: ``torch.Generator`` on ``device`` or ``None`` for torch's global RNG.
         space_time: also produce the time integral ``U`` (needed by SRA1).
+        schedule: the :func:`noise_schedule` of ``dts`` when already computed (then
+            ``chunk_elements``/``chunk_steps`` are ignored).
     """
 
     def __init__(
@@ -48,24 +107,21 @@ class GaussianIncrements:
         space_time: bool = False,
         chunk_elements: int | None = None,
         chunk_steps: int | None = None,
+        schedule: NoiseSchedule | None = None,
     ) -> None:
         self.shape = tuple(shape)
         self.n = len(dts)
         self.generator = generator
         self.device, self.dtype = device, dtype
         self.space_time = space_time
-        numel = max(1, math.prod(self.shape))
-        if chunk_elements is None:
-            chunk_elements = CHUNK_ELEMENTS_CUDA if torch.device(device).type == "cuda" else CHUNK_ELEMENTS
-        cap = max(1, chunk_elements // numel)
-        self.chunk = max(1, min(self.n, cap if chunk_steps is None else min(chunk_steps, cap)))
-        self._sqrt_dt_host = np.sqrt(dts).tolist()
-        self._sqrt_dt = torch.as_tensor(np.sqrt(dts), dtype=dtype, device=device)
-        # Chunks whose steps all have the same size (all but those ending at an output time, usually).
-        # (equal up to the rounding of t0 + i dt grids; the mismatch in sqrt(dt) is then ~1e-9 relative at most)
-        blocks = np.array_split(dts, range(self.chunk, self.n, self.chunk))
-        self._uniform = [bool(np.all(np.abs(c - c[0]) <= 1e-9 * c[0])) for c in blocks]
-        self._dt = torch.as_tensor(dts, dtype=dtype, device=device) if space_time else None
+        if schedule is None:
+            schedule = noise_schedule(dts, self.shape, device=device, dtype=dtype, space_time=space_time,
+                                      chunk_elements=chunk_elements, chunk_steps=chunk_steps)
+        self.chunk = schedule.chunk
+        self._sqrt_dt_host = schedule.sqrt_dt_host
+        self._sqrt_dt = schedule.sqrt_dt
+        self._uniform = schedule.uniform
+        self._dt = schedule.dt
         self._bshape = (1,) * len(self.shape)
         self._start = -(1 << 62)
         self._w: Tensor | None = None

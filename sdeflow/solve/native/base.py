@@ -41,7 +41,8 @@ class NativeSDEMethod:
         strong_order / weak_order: orders of convergence for the noise the method handles;
             ``strong_order_additive`` overrides the strong order for additive noise,
             ``strong_order_general`` for general (non-commutative) noise.
-        drift_evals / diffusion_evals: evaluations per step.
+        drift_evals / diffusion_evals: evaluations per step; :meth:`costs` reads them (a method
+            whose cost depends on the SDE overrides it, as Milstein does).
     """
 
     name: ClassVar[str]
@@ -71,6 +72,15 @@ class NativeSDEMethod:
         if sde.sde_type not in cls.sde_types and not sde.is_additive:
             return f"sde_type={sde.sde_type!r} (integrates {', '.join(cls.sde_types)})"
         return None
+
+    @classmethod
+    def costs(cls, sde: SDE, t: Tensor | None = None, x: Tensor | None = None) -> tuple[int, int]:
+        """Drift and diffusion evaluations of one step on ``sde``.
+
+        ``(t, x)`` is a point where the SDE may be probed (e.g. whether it provides an analytic
+        derivative); ``None`` when unknown. ``simulate`` reports ``steps`` times these in its stats.
+        """
+        return cls.drift_evals, cls.diffusion_evals
 
     @classmethod
     def declared_strong_order(cls, sde: SDE) -> float:

@@ -7,39 +7,35 @@ seed gives the same paths up to floating-point rounding of the fused arithmetic)
 graph does the arithmetic of all steps at once.
 
 Chunks that contain a save point or steps of unequal size run eagerly, step by step, with the same
-increments. Compiled graphs are cached on the SDE object per (method, chunk length, dt, space-time),
-so repeated ``simulate`` calls reuse them; the first call pays the compile time, reported as
+increments. Compiled graphs are cached per SDE object (outside it, by
+:func:`sdeflow._cache.object_cache`) and per (method, chunk length, dt, space-time), so repeated
+``simulate`` calls reuse them; the first call pays the compile time, reported as
 ``SolveStats.compile_time``. If compilation is unavailable (no C++ compiler, an unsupported
 platform, a graph the compiler rejects) the engine warns once and runs eagerly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..._cache import object_cache
 from ..._compile import call_compiled, warn_compile_failure
 from .base import NativeSDEMethod
-from .engine import times_on_device
+from .engine import Integrator, run_segments, step_times, times_on_device
 
-__all__ = ["integrate_sde_fused", "DEFAULT_CHUNK"]
+__all__ = ["CompiledIntegrator", "integrate_sde_fused", "DEFAULT_CHUNK"]
 
 #: Steps per compiled chunk by default.
 DEFAULT_CHUNK = 128
 
 
-def _equal_steps(dts: np.ndarray, dt: float) -> bool:
-    """All steps equal ``dt`` up to the rounding of ``t0 + i dt`` grids (relative 1e-9)."""
-    return bool(np.all(np.abs(dts - dt) <= 1e-9 * dt))
-
-
-def _chunk_function(method: NativeSDEMethod, k: int, dt: float, space_time: bool) -> Callable[..., Tensor]:
-    step = method.step
-
-    def chunk(x: Tensor, t0: Tensor, dw: Tensor, u: Tensor | None) -> Tensor:
+def _chunk_function(k: int, dt: float, space_time: bool) -> Callable[..., Tensor]:
+    def chunk(method: NativeSDEMethod, x: Tensor, t0: Tensor, dw: Tensor, u: Tensor | None) -> Tensor:
+        step = method.step
         for i in range(k):
             ta = t0 + i * dt
             x = step(ta, ta + dt, dt, x, dw[i], u[i] if space_time else None)
@@ -49,13 +45,73 @@ def _chunk_function(method: NativeSDEMethod, k: int, dt: float, space_time: bool
 
 
 def _compiled(method: NativeSDEMethod, k: int, dt: float, space_time: bool) -> Callable[..., Tensor]:
-    cache = method.sde.__dict__.setdefault("_sdeflow_fused_cache", {})
-    key = (type(method).__name__, k, dt, space_time)
+    """The compiled chunk of ``k`` steps, cached per SDE (outside it) and per (method, k, dt, space-time).
+
+    The method (and so the SDE) is an argument of the compiled function, not captured by it: the
+    cache entry, which lives as long as the SDE, must not keep the SDE alive itself.
+    """
+    cache = object_cache(method.sde, "fused_chunks")
+    key = (type(method), k, dt, space_time)
     fn = cache.get(key)
     if fn is None:
-        fn = torch.compile(_chunk_function(method, k, dt, space_time), dynamic=False)
+        fn = torch.compile(_chunk_function(k, dt, space_time), dynamic=False)
         cache[key] = fn
     return fn
+
+
+class CompiledIntegrator(Integrator):
+    """Full chunks of ``chunk`` equal steps run as one compiled graph; other steps run eagerly.
+
+    A chunk is the noise source's block ``[c·chunk, (c+1)·chunk)``; it is fused when it lies inside
+    one ``advance`` call (no save point strictly inside it) and its steps all equal ``dt``. If
+    compilation fails, the integrator warns once and runs eagerly from then on.
+
+    Args:
+        method: the method bound to the working SDE.
+        times: the grid times as 0-dim tensors (n + 1,); ``dts``: the step sizes, float64 (n,).
+        noise: ``GaussianIncrements`` or ``BrownianIncrements`` drawing blocks of ``chunk`` steps.
+        chunk: steps per compiled graph (``noise.chunk``); ``dt``: the nominal step.
+    """
+
+    def __init__(self, method: NativeSDEMethod, times: Sequence[Tensor], dts: np.ndarray, noise,  # noqa: ANN001
+                 *, chunk: int, dt: float) -> None:
+        self.method, self.times, self.noise, self.chunk, self.dt = method, times, noise, chunk, dt
+        self.quantum = chunk
+        self.dts = dts.tolist()
+        n = len(self.dts)
+        full = n // chunk
+        # A chunk's steps all equal dt up to the rounding of t0 + i dt grids (relative 1e-9).
+        blocks = np.abs(dts[: full * chunk].reshape(full, chunk) - dt) <= 1e-9 * dt
+        self.uniform = np.all(blocks, axis=1).tolist()
+        self.fused_ok = True
+        self.compile_time = 0.0
+
+    def advance(self, x: Tensor, a: int, b: int) -> Tensor:
+        chunk, tl, dts = self.chunk, self.times, self.dts
+        step = self.method.step
+        i = a
+        while i < b:
+            blk = i // chunk
+            end = (blk + 1) * chunk
+            if self.fused_ok and i == blk * chunk and end <= b and blk < len(self.uniform) and self.uniform[blk]:
+                w_blk, u_blk = self.noise.block(i, chunk)
+                fn = _compiled(self.method, chunk, self.dt, self.method.needs_space_time)
+                try:  # a new state signature compiles a new graph: its time is compile time
+                    x, secs = call_compiled(fn, (tuple(x.shape), x.dtype, x.device), self.method, x, tl[i], w_blk,
+                                            u_blk)
+                    self.compile_time += secs
+                except Exception as err:  # compilation unavailable: run this and later chunks eagerly
+                    warn_compile_failure("the fused SDE chunk", err, "the fused path falls back to the eager engine.")
+                    self.fused_ok = False
+                    continue
+                i = end
+                continue
+            stop = min(end, b)
+            for j in range(i, stop):
+                dw, u = self.noise(j)
+                x = step(tl[j], tl[j + 1], dts[j], x, dw, u)
+            i = stop
+        return x
 
 
 def integrate_sde_fused(
@@ -74,42 +130,7 @@ def integrate_sde_fused(
     ``GaussianIncrements``), so a block is one compiled call. Returns the saved states and the
     seconds spent compiling (the first call of each new graph).
     """
-    n = len(times) - 1
-    tt = times_on_device(times, x0)
-    tl = tt
-    dts = np.diff(times)
-    saves = save_index.tolist()
-    save_set = set(saves)
-    out: list[Tensor] = [x0] if saves and saves[0] == 0 else []
-    space_time = method.needs_space_time
-    x = x0
-    compile_time = 0.0
-    fused_ok = True
-    i = 0
-    while i < n:
-        k = min(chunk, n - i)
-        # A block is fused when it is a full chunk of equal steps with no save point strictly inside.
-        inner_save = any((i + j) in save_set for j in range(1, k))
-        uniform = k == chunk and _equal_steps(dts[i : i + k], dt)
-        if fused_ok and uniform and not inner_save:
-            w_blk, u_blk = noise.block(i, k)
-            fn = _compiled(method, k, dt, space_time)
-            try:  # a new state signature compiles a new graph: its time is compile time
-                x, secs = call_compiled(fn, (tuple(x.shape), x.dtype, x.device), x, tl[i], w_blk, u_blk)
-                compile_time += secs
-            except Exception as err:  # compilation unavailable: run this and later blocks eagerly
-                warn_compile_failure("the fused SDE chunk", err, "the fused path falls back to the eager engine.")
-                fused_ok = False
-                continue
-            i += k
-        else:
-            step = method.step
-            for j in range(i, i + k):
-                dw, u = noise(j)
-                x = step(tl[j], tl[j + 1], float(dts[j]), x, dw, u)
-                if (j + 1) in save_set and (j + 1) != i + k:
-                    out.append(x)
-            i += k
-        if i in save_set:
-            out.append(x)
-    return out, compile_time
+    integ = CompiledIntegrator(method, step_times(times_on_device(times, x0)), np.diff(times), noise,
+                               chunk=chunk, dt=dt)
+    out = run_segments(integ.advance, x0, save_index, len(times) - 1)
+    return out, integ.compile_time

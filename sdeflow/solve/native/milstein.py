@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...sde.base import diffusion_times_derivative
+from ...sde.base import SDE, diffusion_times_derivative
 from .base import NativeSDEMethod, add_noise
 
 
@@ -21,6 +21,17 @@ class Milstein(NativeSDEMethod):
     noise_types = ("diagonal", "scalar", "additive")
     strong_order = 1.0
     weak_order = 1.0
+
+    @classmethod
+    def costs(cls, sde: SDE, t: Tensor | None = None, x: Tensor | None = None) -> tuple[int, int]:
+        """One drift and one diffusion evaluation, plus one diffusion evaluation under autograd for
+        ``∂g`` when the noise is not additive and the SDE has no analytic derivative at ``(t, x)``
+        (always for scalar noise, whose directional derivative is taken by autograd)."""
+        if sde.is_additive:
+            return 1, 1
+        analytic = (sde.noise_type == "diagonal" and t is not None and x is not None
+                    and sde.diffusion_derivative(t, x) is not None)
+        return 1, 1 if analytic else 2
 
     def step(self, t0: Tensor, t1: Tensor, dt: float, x: Tensor, dw: Tensor, u: Tensor | None) -> Tensor:
         sde = self.sde

@@ -40,7 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["triton_unavailable_reason", "linear_coefficient_table", "integrate_sde_triton", "kernel_normals"]
+from ..._cache import object_cache
+from ..._checks import state_stamp
+from .engine import Integrator, run_segments
+
+__all__ = ["triton_unavailable_reason", "linear_coefficient_table", "TritonIntegrator", "integrate_sde_triton",
+           "kernel_normals"]
 
 _KERNELS: Any = None
 _IMPORT_ERROR: str | None = None
@@ -131,7 +136,7 @@ def linear_coefficient_table(sde: Any, times: np.ndarray, x0: Tensor, *, check: 
     event = tuple(x0.shape[1:])
     n = len(times) - 1
     dev = x0.device
-    t = torch.as_tensor(times[:-1], dtype=torch.float64, device=dev)
+    t = torch.tensor(times[:-1], dtype=torch.float64, device=dev)
     dts = torch.as_tensor(np.diff(times), dtype=torch.float64, device=dev).reshape((n,) + (1,) * len(event))
     zeros = torch.zeros((n,) + event, dtype=torch.float64, device=dev)
     ones = torch.ones_like(zeros)
@@ -164,27 +169,20 @@ def linear_coefficient_table(sde: Any, times: np.ndarray, x0: Tensor, *, check: 
     return table.to(x0.dtype).contiguous(), per_dim
 
 
-def _state_stamp(module: Any) -> tuple:
-    """Identity and version of every tensor of an SDE module: changes when a parameter is updated."""
-    if not isinstance(module, torch.nn.Module):
-        return (id(module),)
-    tensors = [*module.parameters(), *module.buffers()]
-    return tuple((id(t), t._version) for t in tensors) + tuple(
-        (k, v) for k, v in sorted(vars(module).items()) if isinstance(v, (int, float, str, bool)))
-
-
 def _cached_table(sde: Any, times: np.ndarray, x0: Tensor, save_index: np.ndarray) -> tuple[Tensor, bool, dict]:
-    """:func:`linear_coefficient_table` and the constant-segment flags, cached on the SDE object.
+    """:func:`linear_coefficient_table` and the constant-segment flags, cached per SDE object.
 
-    Repeated calls with the same grid, state shape, dtype and device reuse the table (no host
-    synchronisation at all); any in-place change of a parameter or buffer, or of a plain attribute,
-    invalidates it.
+    The cache lives outside the SDE (:func:`sdeflow._cache.object_cache`). Repeated calls with the
+    same grid, state shape, dtype and device reuse the table (no host synchronisation at all); any
+    in-place change of a parameter or buffer, or of a plain attribute, invalidates it. The flags
+    (``const_rows[(i, j)]``: all rows of steps ``i .. j-1`` are equal) are computed for the segments
+    between save points; :func:`_segment_is_constant` adds other segments on demand.
     """
     owner = getattr(sde, "base", sde)  # a time-flipped wrapper is made afresh per call: cache on its base
     key = (type(sde).__name__, times.tobytes(), tuple(np.asarray(save_index).tolist()), tuple(x0.shape[1:]),
            x0.dtype, str(x0.device))
-    stamp = _state_stamp(owner)
-    cache = owner.__dict__.setdefault("_sdeflow_triton_tables", {})
+    stamp = state_stamp(owner)
+    cache = object_cache(owner, "triton_tables")
     hit = cache.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
@@ -193,8 +191,7 @@ def _cached_table(sde: Any, times: np.ndarray, x0: Tensor, save_index: np.ndarra
     pos = 0
     for idx in (int(i) for i in save_index):
         if idx > pos:
-            seg = table[pos:idx]
-            const_rows[(pos, idx)] = bool(torch.equal(seg, seg[:1].expand_as(seg)))
+            _segment_is_constant(table, const_rows, pos, idx)
             pos = idx
     if len(cache) >= 16:  # a few grids per SDE; drop the oldest
         cache.pop(next(iter(cache)))
@@ -202,10 +199,89 @@ def _cached_table(sde: Any, times: np.ndarray, x0: Tensor, save_index: np.ndarra
     return table, per_dim, const_rows
 
 
+def _segment_is_constant(table: Tensor, const_rows: dict[tuple[int, int], bool], i: int, j: int) -> bool:
+    """Whether the table's rows ``i .. j-1`` are all equal (memoised in ``const_rows``)."""
+    hit = const_rows.get((i, j))
+    if hit is None:
+        seg = table[i:j]
+        hit = const_rows[(i, j)] = bool(torch.equal(seg, seg[:1].expand_as(seg)))
+    return hit
+
+
 def _launch_config(numel: int) -> tuple[int, int]:
     """(BLOCK, num_warps): 512 elements per program (4 per thread) for large states, fewer for small."""
     block = 512 if numel >= 512 else max(32, 1 << math.ceil(math.log2(max(numel, 1))))
     return block, (4 if block >= 128 else 1)
+
+
+class TritonIntegrator(Integrator):
+    """Advances an elementwise-affine SDE with one Triton kernel launch per ``advance`` call.
+
+    Args:
+        sde: the working SDE (already time-flipped for decreasing times), ``elementwise_affine``.
+        x0: initial state (B, *event), float32 or float64, on CUDA (or CPU under the interpreter);
+            gives the shape, dtype and device.
+        times: step grid (n + 1,), increasing; ``save_index``: the save points (the coefficient
+            table's constant-segment flags are precomputed for them).
+        seed: Philox key, 0 <= seed < 2^63.
+        method: ``"euler"`` or ``"milstein"``.
+        block, num_warps: launch configuration (defaults chosen by the state size).
+
+    ``compile_time`` adds up the seconds spent in launches that compiled a new kernel variant (the
+    run time of those launches included; 0 once every variant has been seen). The noise of global
+    step ``n`` depends only on the seed, the element and ``n``, so how the run is split into
+    ``advance`` calls does not change the result.
+    """
+
+    def __init__(self, sde: Any, x0: Tensor, times: np.ndarray, save_index: np.ndarray, *, seed: int,
+                 method: str = "euler", block: int | None = None, num_warps: int | None = None) -> None:
+        reason = triton_unavailable_reason(x0.device)
+        if reason is not None:
+            raise RuntimeError(f"compile='triton' is unavailable: {reason}; use compile=True instead.")
+        if method not in TRITON_METHODS:
+            raise ValueError(f"compile='triton' implements {', '.join(TRITON_METHODS)}; got method={method!r}.")
+        if x0.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"compile='triton' integrates float32 or float64 states; x0 is {x0.dtype}: convert "
+                             f"it with x0.float().")
+        self.table, self.per_dim, self.const_rows = _cached_table(sde, times, x0, save_index)
+        self.seed, self.method = int(seed), method
+        numel = x0.numel()
+        self.numel = numel
+        self.dim = max(1, numel // max(1, x0.shape[0]))
+        bl, nw = _launch_config(numel)
+        self.block, self.num_warps = block or bl, num_warps or nw
+        self.compile_time = 0.0
+
+    def evaluations(self, n_steps: int) -> tuple[int, int]:
+        # the kernel reads the (cached) coefficient table: per step, one drift and one diffusion, and
+        # Milstein's derivative is the table's slope c
+        return n_steps, n_steps
+
+    def advance(self, x: Tensor, pos: int, idx: int) -> Tensor:
+        x = x.detach().clone(memory_format=torch.contiguous_format)  # the kernel updates its input in place
+        if self.numel == 0:
+            return x
+        table, bl, nw = self.table, self.block, self.num_warps
+        sizes = (self.numel, self.dim, table.shape[-1])
+        seg = table[pos:idx]
+        const = _segment_is_constant(table, self.const_rows, pos, idx)  # one row suffices
+        # Triton specialises integer arguments equal to 1 or divisible by 16 (not the step bounds, which
+        # the kernel marks do_not_specialize): a new pattern compiles
+        key = (self.method, self.per_dim, const, bl, nw, x.dtype, str(x.device),
+               tuple((v == 1, v % 16 == 0) for v in sizes))
+        first = key not in _SEEN
+        if first and x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        tic = time.perf_counter()
+        _kernels().affine_sde_kernel[(-(-self.numel // bl),)](
+            x, seg[:1] if const else seg, *sizes, pos, idx, pos // 4, (idx + 3) // 4, self.seed,
+            MILSTEIN=(self.method == "milstein"), PER_DIM=self.per_dim, CONST_COEF=const, BLOCK=bl, num_warps=nw)
+        if first:
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            self.compile_time += time.perf_counter() - tic
+            _SEEN.add(key)
+        return x
 
 
 def integrate_sde_triton(
@@ -221,61 +297,11 @@ def integrate_sde_triton(
 ) -> tuple[list[Tensor], float]:
     """Integrate an elementwise-affine SDE with the Triton kernel; returns the states at ``save_index``.
 
-    Args:
-        sde: the working SDE (already time-flipped for decreasing times), ``elementwise_affine``.
-        x0: initial state (B, *event), float32 or float64, on CUDA (or CPU under the interpreter).
-        times: step grid (n + 1,), increasing; ``save_index``: indices into it to return.
-        seed: Philox key, 0 <= seed < 2^63.
-        method: ``"euler"`` or ``"milstein"``.
-        block, num_warps: launch configuration (defaults chosen by the state size).
-
-    Returns:
-        ``(states, compile_time)``: tensors of shape (B, *event), one per entry of ``save_index``, and
-        the seconds spent in launches that compiled a new kernel variant (the run time of those
-        launches included; 0 once every variant has been seen).
+    Arguments as :class:`TritonIntegrator`. Returns ``(states, compile_time)``: tensors of shape
+    (B, *event), one per entry of ``save_index``, and the seconds spent compiling kernel variants.
     """
-    reason = triton_unavailable_reason(x0.device)
-    if reason is not None:
-        raise RuntimeError(f"compile='triton' is unavailable: {reason}; use compile=True instead.")
-    if method not in TRITON_METHODS:
-        raise ValueError(f"compile='triton' implements {', '.join(TRITON_METHODS)}; got method={method!r}.")
-    if x0.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"compile='triton' integrates float32 or float64 states; x0 is {x0.dtype}: convert it "
-                         f"with x0.float().")
-    table, per_dim, const_rows = _cached_table(sde, times, x0, save_index)
+    integ = TritonIntegrator(sde, x0, times, save_index, seed=seed, method=method, block=block,
+                             num_warps=num_warps)
     x = x0.detach().clone(memory_format=torch.contiguous_format)
-    numel = x.numel()
-    if numel == 0:
-        return [x.clone() for _ in save_index], 0.0
-    dim = max(1, numel // max(1, x.shape[0]))
-    bl, nw = _launch_config(numel)
-    bl, nw = block or bl, num_warps or nw
-    grid = (-(-numel // bl),)
-    saves = [int(i) for i in save_index]
-    out: list[Tensor] = []
-    pos = 0
-    compile_time = 0.0
-    for idx in saves:
-        if idx > pos:
-            sizes = (numel, dim, table.shape[-1])
-            seg = table[pos:idx]
-            const = const_rows[(pos, idx)]  # equal steps of a time-independent SDE: one row suffices
-            # Triton specialises integer arguments equal to 1 or divisible by 16 (not the step bounds, which
-            # the kernel marks do_not_specialize): a new pattern compiles
-            key = (method, per_dim, const, bl, nw, x.dtype, str(x.device),
-                   tuple((v == 1, v % 16 == 0) for v in sizes))
-            first = key not in _SEEN
-            if first and x.is_cuda:
-                torch.cuda.synchronize(x.device)
-            tic = time.perf_counter()
-            _kernels().affine_sde_kernel[grid](x, seg[:1] if const else seg, *sizes, pos, idx, pos // 4, (idx + 3) // 4,
-                                               int(seed), MILSTEIN=(method == "milstein"), PER_DIM=per_dim,
-                                               CONST_COEF=const, BLOCK=bl, num_warps=nw)
-            if first:
-                if x.is_cuda:
-                    torch.cuda.synchronize(x.device)
-                compile_time += time.perf_counter() - tic
-                _SEEN.add(key)
-            pos = idx
-        out.append(x.clone())
-    return out, compile_time
+    out = run_segments(integ.advance, x, save_index, len(times) - 1)
+    return out, integ.compile_time

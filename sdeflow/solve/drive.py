@@ -1,0 +1,102 @@
+"""``simulate``'s second stage: build the plan's integrator and drive it over the save points.
+
+:func:`make_integrator` turns a :class:`~sdeflow.solve.plan.SimulationPlan` into an integrator
+(:class:`~sdeflow.solve.native.engine.EagerIntegrator`,
+:class:`~sdeflow.solve.native.fused.CompiledIntegrator`,
+:class:`~sdeflow.solve.native.triton_linear.TritonIntegrator` or :class:`TorchsdeIntegrator`);
+:func:`drive` is the one driver: it advances the integrator from save point to save point
+(:func:`~sdeflow.solve.native.engine.run_segments`), keeps the saved states, shows the progress
+bar, times the run, flags paths that became non-finite and reports the cost.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+from torch import Tensor
+
+from .backends.torchsde_backend import solve_torchsde
+from .native.engine import EagerIntegrator, Integrator, progress_bar, run_segments
+from .native.fused import CompiledIntegrator
+from .native.triton_linear import TritonIntegrator
+from .noise import BrownianIncrements, GaussianIncrements
+from .plan import SimulationPlan, _philox_seed
+from .solution import Solution, SolveStats, path_status
+
+__all__ = ["drive", "make_integrator", "TorchsdeIntegrator"]
+
+
+class TorchsdeIntegrator(Integrator):
+    """torchsde integrates over all output times in one ``sdeint`` call (on the first ``advance``);
+    ``advance(x, i, j)`` then returns its state at output index ``j``. Evaluations are counted."""
+
+    def __init__(self, plan: SimulationPlan, x0: Tensor) -> None:
+        self.plan, self.x0 = plan, x0
+        self.states: Tensor | None = None
+        self.adapter = None
+
+    def advance(self, x: Tensor, i: int, j: int) -> Tensor:
+        if self.states is None:
+            p = self.plan
+            self.states, self.adapter = solve_torchsde(
+                p.sde, self.x0, p.times, method=p.method, dt=p.dt, adaptive=p.adaptive, rtol=p.rtol, atol=p.atol,
+                bm=p.bm, brownian_size=p.brownian_size, generator=p.generator, adjoint=p.adjoint,
+            )
+        return self.states[j]
+
+    def evaluations(self, n_steps: int) -> tuple[int, int]:
+        if self.adapter is None:
+            return 0, 0
+        return self.adapter.drift_evals, self.adapter.diffusion_evals
+
+
+def make_integrator(plan: SimulationPlan, x0: Tensor) -> Integrator:
+    """The integrator the plan names, with its noise source (drawn from the plan's generator)."""
+    if plan.integrator == "torchsde":
+        return TorchsdeIntegrator(plan, x0)
+    if plan.integrator == "triton":
+        return TritonIntegrator(plan.sde, x0, plan.times, plan.save_index, seed=_philox_seed(plan.generator),
+                                method=plan.method)
+    cls, grid = plan.method_cls, plan.grid
+    if plan.bm is not None:
+        noise = BrownianIncrements(plan.bm, plan.times, plan.noise_shape, space_time=cls.needs_space_time,
+                                   chunk_steps=plan.chunk)
+    else:
+        noise = GaussianIncrements(plan.noise_shape, grid.dts_np, generator=plan.generator, device=x0.device,
+                                   dtype=x0.dtype, space_time=cls.needs_space_time, schedule=plan.noise)
+    method = cls(plan.sde)
+    if plan.integrator == "compiled":
+        return CompiledIntegrator(method, grid.times, grid.dts_np, noise, chunk=noise.chunk, dt=plan.dt)
+    return EagerIntegrator(method, grid.times, grid.dts, noise)
+
+
+def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None) -> Solution:
+    """Run ``plan`` from ``x0``: the saved states, their status and the solve's stats as a :class:`Solution`."""
+    tick = time.perf_counter()
+    if integrator is None:
+        integrator = make_integrator(plan, x0)
+    native = plan.backend == "native"
+    n = plan.n_steps
+    bar = progress_bar(n, plan.progress and native, f"simulate ({plan.method})")
+    xs = torch.stack(run_segments(integrator.advance, x0, plan.save_index, n, bar=bar, quantum=integrator.quantum))
+    if x0.device.type == "cuda":
+        torch.cuda.synchronize(x0.device)
+    evals = integrator.evaluations(n)
+    if evals is None:
+        evals = (n * plan.step_costs[0], n * plan.step_costs[1])
+    stats = SolveStats(method=plan.method, backend=plan.backend, steps=n if native else None,
+                       drift_evals=plan.check_evals + evals[0], diffusion_evals=plan.check_evals + evals[1],
+                       compile_time=integrator.compile_time)
+    stats.wall_time = time.perf_counter() - tick - stats.compile_time
+    status = path_status(xs)
+    n_bad = int(status.sum())
+    if n_bad:
+        warnings.warn(
+            f"{n_bad} of {x0.shape[0]} paths became NaN or infinite (see Solution.status); "
+            f"try a smaller dt or a more stable method.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return Solution(ts=plan.ts_out.clone(), xs=xs, stats=stats, status=status)
