@@ -276,14 +276,17 @@ class SamplerRun:
         A floating-point output of another dtype (a bf16/fp16 network under autocast) is cast to ``x``'s
         dtype, so the state and the step arithmetic stay in the state's dtype.
         """
-        sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sig.dim() == 0:
-            sig = sig.expand(x.shape[0])
-        with torch.set_grad_enabled(self.enable_grad):
-            if self._compiled is not None:
-                out = self._call_compiled(x, sig)
-            else:
-                out = self.model(x, sig, **self.model_kwargs)
+        if isinstance(sigma, Tensor) and sigma.dim() == 1 and sigma.dtype == x.dtype and sigma.device == x.device:
+            sig = sigma  # already the model's argument (the step primitives pass it so)
+        else:
+            sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+            if sig.dim() == 0:
+                sig = sig.expand(x.shape[0])
+        if torch.is_grad_enabled() == self.enable_grad:  # the built-in samplers already run in this mode
+            out = self._forward(x, sig)
+        else:
+            with torch.set_grad_enabled(self.enable_grad):
+                out = self._forward(x, sig)
         self.nfe += 1
         if not self._checked:
             if not isinstance(out, Tensor):
@@ -302,13 +305,18 @@ class SamplerRun:
             out = out.to(x.dtype)
         return out
 
+    def _forward(self, x: Tensor, sig: Tensor) -> Tensor:
+        if self._compiled is not None:
+            return self._call_compiled(x, sig)
+        return self.model(x, sig, **self.model_kwargs)
+
     def _call_compiled(self, x: Tensor, sig: Tensor) -> Tensor:
         kw = self.model_kwargs
         try:
             signature = (tuple(x.shape), x.dtype, str(x.device), self.enable_grad, _kwargs_signature(kw))
             out, secs = call_compiled(self._compiled, signature, x, sig, **kw)
         except Exception as err:  # compilation unavailable or the model is not traceable: go on eagerly
-            warn_compile_failure("the denoiser", err, "sampling continues with the eager model.", stacklevel=5)
+            warn_compile_failure("the denoiser", err, "sampling continues with the eager model.", stacklevel=6)
             self._compiled = None
             return self.model(x, sig, **kw)
         self.compile_time += secs

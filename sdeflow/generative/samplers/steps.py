@@ -75,9 +75,14 @@ def _host(formula: Callable[..., Sequence[float]], x: Tensor, *levels: Tensor) -
     return [_column(torch.tensor(col, dtype=torch.float64, device=x.device), x) for col in zip(*rows, strict=True)]
 
 
-def _check_pair(sigma: float | Tensor, sigma_next: float | Tensor) -> None:
-    if isinstance(sigma, float) and isinstance(sigma_next, float) and not sigma > 0:
+def _pair(sigma: object, sigma_next: object, x: Tensor) -> tuple[float | Tensor, float | Tensor]:
+    """The two checked levels (a float σ must be > 0: the denoiser is not evaluated at σ = 0)."""
+    if type(sigma) is float and type(sigma_next) is float and 0 < sigma < math.inf and 0 <= sigma_next < math.inf:
+        return sigma, sigma_next  # the loop samplers' case, checked in one go
+    s, s_next = _level("sigma", sigma, x), _level("sigma_next", sigma_next, x)
+    if isinstance(s, float) and not s > 0:
         raise ValueError(f"sigma must be > 0 (the denoiser is not evaluated at σ = 0); got {sigma!r}.")
+    return s, s_next
 
 
 def euler_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_next: SigmaLike,
@@ -93,8 +98,7 @@ def euler_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_next: Sigm
     Returns:
         ``(x_next, denoised)``, both (B, *event).
     """
-    s, s_next = _level("sigma", sigma, x), _level("sigma_next", sigma_next, x)
-    _check_pair(s, s_next)
+    s, s_next = _pair(sigma, sigma_next, x)
     den = denoiser(x, _vector(s, x), **model_kwargs)
     if isinstance(s, float) and isinstance(s_next, float):
         return torch.lerp(den, x, s_next / s), den
@@ -113,8 +117,7 @@ def heun_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_next: Sigma
     Returns:
         ``(x_next, denoised)`` with ``denoised = D(x, σ)``.
     """
-    s, s_next = _level("sigma", sigma, x), _level("sigma_next", sigma_next, x)
-    _check_pair(s, s_next)
+    s, s_next = _pair(sigma, sigma_next, x)
     den = denoiser(x, _vector(s, x), **model_kwargs)
     if isinstance(s, float) and isinstance(s_next, float):
         d = (x - den) / s
@@ -166,8 +169,7 @@ def dpmpp_2m_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_next: S
         ``(x_next, denoised)``; pass ``denoised`` and ``sigma`` as the next step's ``denoised_prev`` and
         ``sigma_prev``.
     """
-    s, s_next = _level("sigma", sigma, x), _level("sigma_next", sigma_next, x)
-    _check_pair(s, s_next)
+    s, s_next = _pair(sigma, sigma_next, x)
     if (denoised_prev is None) != (sigma_prev is None):
         raise ValueError("denoised_prev and sigma_prev go together: pass both (a second-order step) or neither.")
     s_prev = None if sigma_prev is None else _level("sigma_prev", sigma_prev, x)
@@ -212,8 +214,7 @@ def euler_maruyama_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_n
     Returns:
         ``(x_next, denoised)``.
     """
-    s, s_next = _level("sigma", sigma, x), _level("sigma_next", sigma_next, x)
-    _check_pair(s, s_next)
+    s, s_next = _pair(sigma, sigma_next, x)
     scalar = isinstance(s, float) and isinstance(s_next, float)
     if noise is None and not (scalar and s_next == 0):
         raise ValueError("noise is required (a standard normal tensor of x's shape) unless sigma_next is 0.")
