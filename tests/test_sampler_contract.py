@@ -366,3 +366,31 @@ def test_brownian_tree_noise_per_sample_seeds_and_errors():
         BrownianTreeNoise(x8, 0.01, 10.0, seed=[1, 2, 3])
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         BrownianTreeNoise(x8, 1.0, 0.5)
+
+
+# -- the issue's reproduction: a network on a VP SDE through denoiser_from_model ------------------------------------
+class _EpsNet(torch.nn.Module):
+    """An ε-prediction network eps(x_t, t, class_labels) on the VP SDE (untrained: only the plumbing is tested)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2))
+        self.emb = torch.nn.Embedding(3, 2)
+        self.seen = []
+
+    def forward(self, x, t, class_labels):
+        self.seen.append(class_labels)
+        return self.net(torch.cat([x, t[:, None]], dim=1)) + self.emb(class_labels)
+
+
+def test_a_vp_network_through_denoiser_from_model_samples_without_graph_and_with_labels():
+    net = _EpsNet()
+    den = sf.denoiser_from_model(net, sf.VPSDE(), prediction="eps")
+    sched = sf.vp_sigmas(8)
+    x = sf.initial_noise((8, 2), sched, generator=0)
+    y = torch.arange(8) % 3
+    res = sf.sample_heun(den, x, sched, model_kwargs={"class_labels": y})
+    assert res.x.grad_fn is None and torch.isfinite(res.x).all()
+    assert len(net.seen) == res.nfe and all(lab is y for lab in net.seen)
+    assert sf.sample_heun(den, x, sched, model_kwargs={"class_labels": y}, enable_grad=True).x.grad_fn is not None
