@@ -27,8 +27,10 @@ from sdeflow.generative.networks import (
 from sdeflow.generative.precond import (
     SDES,
     ClassifierFreeGuidance,
+    ConsistencyPrecond,
     EDMPrecond,
     SDEPrecond,
+    consistency_coefficients,
     edm_coefficients,
     estimate_sigma_data,
     guidance_from_scale,
@@ -129,6 +131,7 @@ def _models():
         "sde": SDEPrecond(_mlp(num_classes=3), sde="ve", sde_args={"sigma_max": 20.0}, prediction="v",
                           time_scale=2.0, sigma_data=1.0),
         "cfg": guided(EDMPrecond(_mlp(num_classes=3)), 1.5),
+        "consistency": ConsistencyPrecond(_mlp(n_extra=1), sigma_data=0.8, sigma_min=0.01),
     }
 
 
@@ -144,7 +147,7 @@ def _call(model, b=3):
     return model(x, s, **kwargs)
 
 
-@pytest.mark.parametrize("name", ["mlp", "unet", "edm", "sde", "cfg"])
+@pytest.mark.parametrize("name", ["mlp", "unet", "edm", "sde", "cfg", "consistency"])
 def test_config_round_trip(name):
     model = _models()[name]
     cfg = json.loads(json.dumps(model.get_config()))  # what the JSON sidecar holds
@@ -166,7 +169,7 @@ def test_fourier_frequencies_are_saved_and_seed_reproduces():
     assert torch.equal(state, torch.get_rng_state())  # a seeded build leaves the global RNG alone
 
 
-@pytest.mark.parametrize("name", ["mlp", "edm", "sde", "cfg"])
+@pytest.mark.parametrize("name", ["mlp", "edm", "sde", "cfg", "consistency"])
 def test_deepcopy_is_independent(name):
     model = _models()[name]
     twin = copy.deepcopy(model)  # what an EMA copy does
@@ -233,9 +236,31 @@ def test_edm_coefficients(sigma, sigma_data):
     assert torch.allclose(c_in**2 * (sd**2 + sigma**2), torch.ones(1, dtype=torch.float64), rtol=1e-12)
     # Unit-variance target: c_out² = (1 − c_skip)² σ_d² + c_skip² σ² (the variance of x_0 − c_skip (x_0 + σn)).
     assert torch.allclose(c_out**2, (1 - c_skip) ** 2 * sd**2 + c_skip**2 * sigma**2, rtol=1e-10)
+    # σ = 0 exactly: c_skip = 1 and c_out = 0, so D(x, 0) = x bit for bit.
+    z_skip, z_out, _, z_noise = edm_coefficients(torch.zeros(1, dtype=torch.float64), sigma_data)
+    assert float(z_skip) == 1.0 and float(z_out) == 0.0 and math.isfinite(float(z_noise))
     # c_skip = c_out² / σ² = σ_d² c_in².
     assert torch.allclose(c_skip, c_out**2 / sigma**2, rtol=1e-10)
     assert torch.allclose(c_skip, sd**2 * c_in**2, rtol=1e-12)
+
+
+@given(sigma_data=st.floats(0.1, 5.0), sigma_min=st.floats(1e-4, 0.1), sigma=st.floats(0.0, 100.0))
+@settings(max_examples=15)
+def test_consistency_boundary_condition_and_coefficients(sigma_data, sigma_min, sigma):
+    f = ConsistencyPrecond(_mlp(dim=3, n_extra=1).double(), sigma_data=sigma_data, sigma_min=sigma_min)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    extra = torch.randn(4, 1, dtype=torch.float64)
+    assert torch.equal(f(x, sigma_min, extra=extra), x)  # f(x, ε) = x for any network
+    s = torch.tensor([sigma], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = consistency_coefficients(s, sigma_data, sigma_min)
+    off = max(sigma - sigma_min, 0.0)
+    assert float(c_skip) == pytest.approx(sigma_data**2 / (off**2 + sigma_data**2), rel=1e-12)
+    assert float(c_out) == pytest.approx(sigma_data * off / math.sqrt(sigma_data**2 + sigma**2), rel=1e-12, abs=1e-300)
+    e_skip, e_out, e_in, e_noise = edm_coefficients(s, sigma_data)
+    assert torch.equal(c_in, e_in) and torch.equal(c_noise, e_noise)
+    # With ε = 0 the consistency parameterization is EDM's.
+    z = consistency_coefficients(s, sigma_data, 0.0)
+    assert torch.allclose(z[0], e_skip, rtol=1e-14) and torch.allclose(z[1], e_out, rtol=1e-14)
 
 
 def test_edm_limits_and_forward_formula():
