@@ -186,6 +186,7 @@ def test_importance_times_are_log_uniform_in_noise_level(kind):
     # KS test of log σ̃² against U[lo, hi]; fixed seed, a correct sampler fails with probability 1e-3.
     assert stats.kstest(((u - lo) / (hi - lo)).numpy(), "uniform").pvalue > 1e-3
     t_uniform = DenoisingScoreMatching(sde).sample_time(20000, generator=7, dtype=F64)
+    assert float(t_uniform.min()) >= sde.eps and float(t_uniform.max()) <= sde.T
     assert stats.kstest(((t_uniform - sde.eps) / (sde.T - sde.eps)).numpy(), "uniform").pvalue > 1e-3
 
 
@@ -236,6 +237,14 @@ def test_dsm_draw_order_and_reproducibility():
     noise = torch.randn(x0.shape, generator=gen, dtype=F64)
     assert torch.equal(a, loss(model, x0, t=t, noise=noise))
     assert not torch.equal(a, loss(model, x0, generator=12))
+    # A Python-float time is taken at x0's precision (float64 here), the same as a (B,) tensor.
+    assert torch.equal(loss(model, x0, t=0.3, noise=noise), loss(model, x0, t=torch.full((16,), 0.3, dtype=F64),
+                                                                     noise=noise))
+    # 16-bit data is promoted: the loss is float32, equal to the loss of the float32 data.
+    half = x0.to(torch.bfloat16)
+    got = loss(model, half, t=t.float(), noise=noise.float())
+    assert got.dtype == torch.float32
+    assert torch.equal(got, loss(model, half.float(), t=t.float(), noise=noise.float()))
 
 
 def test_image_states_bf16_outputs_and_gradients():

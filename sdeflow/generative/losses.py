@@ -16,7 +16,8 @@ Every loss returns a tensor of shape (B,): the batch reduction (usually a mean) 
 Every random draw comes from the ``generator`` argument (a ``torch.Generator`` or an int seed), in
 a documented order, and each draw can be replaced by an explicit tensor (``t=``, ``noise=``,
 ``sigma=``), so Monte Carlo checks and consistency-model code can fix them. The arithmetic runs in
-``x0``'s dtype: a bf16 network's output is cast to it first. Theory: docs/concepts.md §1 and §4.
+``x0``'s dtype (float32 at least: 16-bit data is promoted), and a bf16 network's output is cast to
+it first, so the loss stays float32 under bf16 autocast. Theory: docs/concepts.md §1 and §4.
 """
 
 from __future__ import annotations
@@ -186,20 +187,24 @@ def _dropped(cond: dict[str, Any], p: float, null_label: int | None, key: str,
 
 # -- shared checks -----------------------------------------------------------------------------------
 def _check_x0(x0: object) -> Tensor:
+    """x0 checked; 16-bit data is promoted to float32 so the loss arithmetic never runs in 16 bits."""
     x0 = check_state(x0, "x0")
     if x0.dim() < 2:
         raise ValueError(
             f"x0 must have shape (B, *event) with at least one event dimension; got {tuple(x0.shape)}. "
             f"For scalar data use x0.reshape(-1, 1)."
         )
-    return x0
+    return x0.float() if x0.dtype in (torch.float16, torch.bfloat16) else x0
 
 
 def _per_example(value: Tensor | None, x0: Tensor, name: str) -> Tensor | None:
     """An explicit (B,) tensor (``t`` or ``sigma``) in x0's dtype/device, checked to be finite and > 0."""
     if value is None:
         return None
-    v = torch.as_tensor(value, device=x0.device).to(x0.dtype)
+    if isinstance(value, Tensor):
+        v = value.to(device=x0.device, dtype=x0.dtype)
+    else:
+        v = torch.tensor(float(value), device=x0.device, dtype=x0.dtype)
     if v.dim() == 0:
         v = v.expand(x0.shape[0])
     if v.shape != (x0.shape[0],):
@@ -378,7 +383,10 @@ class DenoisingScoreMatching:
         )
 
     def time_weight(self, t: Tensor, x: Tensor) -> Tensor:
-        """``w(t)``, (B,): the weight of ``‖pred − target‖²`` in the prediction's space (incl. p/q)."""
+        """``w(t)``, (B,): the weight of ``‖pred − target‖²`` in the prediction's space (incl. p/q).
+
+        ``x`` is the noisy state x_t (B, *event): it sets the dtype and is the argument of ``g``.
+        """
         a = self.sde.marginal_scale(t).to(x.dtype).expand(t.shape)
         s = self.sde.marginal_std(t).to(x.dtype).expand(t.shape)
         if self.weighting == "simple":
@@ -446,7 +454,7 @@ class DenoisingScoreMatching:
         cond = _dropped(cond, self.label_dropout, self.null_label, self.label_key, gen)
         xt, target = self.perturb(x0, tv, eps)
         pred = _output(model(xt, tv, **cond), x0, "model(x_t, t)")
-        return self.time_weight(tv, x0) * _apply_distance(self.distance, pred, target)
+        return self.time_weight(tv, xt) * _apply_distance(self.distance, pred, target)
 
 
 # -- the EDM loss ------------------------------------------------------------------------------------------
