@@ -382,19 +382,30 @@ class DenoisingScoreMatching:
             f"{tuple(x.shape)}; pass weighting=callable λ(t) instead."
         )
 
+    def _scale_std(self, t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        a = self.sde.marginal_scale(t).to(dtype).expand(t.shape)
+        return a, self.sde.marginal_std(t).to(dtype).expand(t.shape)
+
     def time_weight(self, t: Tensor, x: Tensor) -> Tensor:
         """``w(t)``, (B,): the weight of ``‖pred − target‖²`` in the prediction's space (incl. p/q).
 
         ``x`` is the noisy state x_t (B, *event): it sets the dtype and is the argument of ``g``.
         """
-        a = self.sde.marginal_scale(t).to(x.dtype).expand(t.shape)
-        s = self.sde.marginal_std(t).to(x.dtype).expand(t.shape)
+        return self._weight(t, x, *self._scale_std(t, x.dtype))
+
+    def _weight(self, t: Tensor, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
         if self.weighting == "simple":
             w = torch.ones_like(s)
         else:
             # σ² c(t) per prediction, so w = (λ/σ²) · σ² c stays accurate at small σ.
-            s2c = {"score": s * s, "eps": torch.ones_like(s), "x0": (a / s) ** 2,
-                   "v": (a / (a * a + s * s)) ** 2}[self.prediction]
+            if self.prediction == "score":
+                s2c = s * s
+            elif self.prediction == "eps":
+                s2c = torch.ones_like(s)
+            elif self.prediction == "x0":
+                s2c = (a / s).square()
+            else:
+                s2c = (a / (a * a + s * s)).square()
             if self.weighting == "sigma2":
                 w = s2c
             elif self.weighting == "likelihood":
@@ -412,12 +423,18 @@ class DenoisingScoreMatching:
 
     def perturb(self, x0: Tensor, t: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_t, target)`` for times ``t`` (B,) and noise ``noise`` (x0's shape)."""
-        a = _col(self.sde.marginal_scale(t).to(x0.dtype).expand(t.shape), x0)
-        s = _col(self.sde.marginal_std(t).to(x0.dtype).expand(t.shape), x0)
+        return self._perturb(x0, noise, *self._scale_std(t, x0.dtype))
+
+    def _perturb(self, x0: Tensor, noise: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        a, s = _col(a, x0), _col(s, x0)
         xt = a * x0 + s * noise
-        target = {"score": lambda: -noise / s, "eps": lambda: noise, "x0": lambda: x0,
-                  "v": lambda: a * noise - s * x0}[self.prediction]()
-        return xt, target
+        if self.prediction == "score":
+            return xt, -noise / s
+        if self.prediction == "eps":
+            return xt, noise
+        if self.prediction == "x0":
+            return xt, x0
+        return xt, a * noise - s * x0
 
     def __call__(
         self,
@@ -452,9 +469,10 @@ class DenoisingScoreMatching:
             tv = self.sample_time(x0.shape[0], generator=gen, device=x0.device, dtype=x0.dtype)
         eps = _noise(noise, x0, gen)
         cond = _dropped(cond, self.label_dropout, self.null_label, self.label_key, gen)
-        xt, target = self.perturb(x0, tv, eps)
+        a, s = self._scale_std(tv, x0.dtype)
+        xt, target = self._perturb(x0, eps, a, s)
         pred = _output(model(xt, tv, **cond), x0, "model(x_t, t)")
-        return self.time_weight(tv, xt) * _apply_distance(self.distance, pred, target)
+        return self._weight(tv, xt, a, s) * _apply_distance(self.distance, pred, target)
 
 
 # -- the EDM loss ------------------------------------------------------------------------------------------
