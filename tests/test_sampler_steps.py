@@ -213,3 +213,13 @@ def test_loop_samplers_reproduce_the_pre_refactor_loops(dtype):
     assert torch.equal(sf.sample_euler_maruyama(model, x, sched, generator=7).x, _old_em(model, x, sig, g(7)))
     assert torch.equal(sf.sample_pc(model, x, sched, snr=0.0, generator=7).x, _old_em(model, x, sig, g(7)))
     assert torch.equal(sf.sample_dpmpp_2m(model, x, sched).x, _old_dpmpp_2m(model, x, sig))
+
+
+def test_dpmpp_2m_nan_previous_level_marks_a_first_order_sample():
+    x = _x(torch.float64, b=3)
+    s, sn = torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64), torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    prev = torch.tensor([4.0, float("nan"), 3.0], dtype=torch.float64)
+    dp = gauss_denoiser(x, torch.tensor([4.0, 4.0, 3.0], dtype=torch.float64))
+    mixed = dpmpp_2m_step(gauss_denoiser, x, s, sn, dp, prev)[0]
+    assert torch.equal(mixed[1], dpmpp_2m_step(gauss_denoiser, x, 2.0, 1.0)[0][1])
+    assert torch.equal(mixed[[0, 2]], dpmpp_2m_step(gauss_denoiser, x, s, sn, dp, prev.nan_to_num(4.0))[0][[0, 2]])

@@ -327,6 +327,8 @@ class SamplerRun:
 
         From the run's ``noise_sampler(sigma, sigma_next)`` if one was given, else from the per-sample
         generators (sample b from generator b), else from the run's generator (the batch's one stream).
+        A custom sampler passes the step's interval so that a ``noise_sampler`` (e.g. a Brownian tree)
+        can serve it; without it the ``noise_sampler`` is called with ``(None, None)``.
         """
         if self.noise_sampler is not None:
             out = self.noise_sampler(sigma, sigma_next)

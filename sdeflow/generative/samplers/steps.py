@@ -163,7 +163,8 @@ def dpmpp_2m_step(denoiser: Denoiser, x: Tensor, sigma: SigmaLike, sigma_next: S
 
     Args:
         denoised_prev: ``D`` of the previous step (at ``sigma_prev``), or None.
-        sigma_prev: the previous step's level (required with ``denoised_prev``); float or (B,).
+        sigma_prev: the previous step's level (required with ``denoised_prev``); float or (B,). A NaN
+            entry of a (B,) ``sigma_prev`` makes that sample's step first order (no history yet).
 
     Returns:
         ``(x_next, denoised)``; pass ``denoised`` and ``sigma`` as the next step's ``denoised_prev`` and
