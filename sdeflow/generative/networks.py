@@ -297,7 +297,8 @@ class MLPNet(_RawNet):
         max_period: the sinusoidal features' longest period.
         num_classes: number of classes K (labels 0..K−1, and K = ∅); 0 for no labels.
         n_extra: number of extra scalar inputs; 0 for none.
-        extra_scale: std of the extra inputs' Fourier frequencies (choose it for their range).
+        extra_scale: std of the extra inputs' Fourier frequencies, in cycles per unit; about 2.5 / (the
+            inputs' range), like the default for ``c_noise`` — e.g. 0.25 for a guidance scale w ∈ [0, 10].
         modulation: how the conditioning reaches the hidden layers: ``"film"`` (scale and shift per layer,
             the default), ``"shift"`` (``β_k`` only; about half the extra cost) or ``"input"`` (only through
             ``U e`` at the input; the cost of a plain MLP). Per example, ``"film"`` costs
