@@ -13,9 +13,17 @@ repeats, after a warm-up), for
 
 Goals checked: native >= 10x torchsde for every B <= 4096, native >= 0.9x the plain loop for B >= 64.
 
+``--overhead`` measures instead what one ``simulate()`` call costs next to a plain loop in the same
+run, at B = 1 (where the per-call work shows) and at 4096 x 16: the bench's call (``ts=[0, 1]``,
+``save="final"``) against the plain loop, and a new user's call (``ts=torch.linspace(0, 1, 1001)``,
+default ``save="ts"``: every state kept) against a plain loop that keeps every state. Each pair is
+timed alternately (the machine may be shared) and the ratio plain time / simulate time is printed
+(goal: >= 0.9, i.e. a call costs at most 1/0.9 of the loop).
+
 Usage::
 
     python benchmarks/bench_simulate.py         # full CPU run (~3-4 min on 2 cores), appends RESULTS.md
+    python benchmarks/bench_simulate.py --overhead      # per-call overhead vs a plain loop (~1 min)
     python benchmarks/bench_simulate.py --quick --no-write
     python benchmarks/bench_simulate.py --device cuda --json /tmp/sim.json
 """
@@ -120,6 +128,60 @@ def run_plain(x0: torch.Tensor, t1: float) -> torch.Tensor:
         x = x + theta * (mean - x) * dt + sigma * math.sqrt(dt) * torch.randn(
             x.shape, generator=g, device=x.device, dtype=x.dtype)
     return x
+
+
+def run_plain_keep_all(x0: torch.Tensor, t1: float) -> torch.Tensor:
+    """The plain loop keeping every state, as ``save="ts"`` on a grid of every step does."""
+    n = round(t1 / DT)
+    g = torch.Generator(device=x0.device)
+    g.manual_seed(SEED)
+    theta, mean, sigma, dt = THETA, MEAN, SIGMA, DT
+    x, out = x0, [x0]
+    for _ in range(n):
+        x = x + theta * (mean - x) * dt + sigma * math.sqrt(dt) * torch.randn(
+            x.shape, generator=g, device=x.device, dtype=x.dtype)
+        out.append(x)
+    return torch.stack(out)
+
+
+GOAL_OVERHEAD = 0.9  # plain loop time / simulate() time, at B = 1 and 4096 x 16
+
+
+def overhead_probe(device: torch.device, repeats: int = 15) -> list[dict]:
+    """simulate() vs a plain loop in the same run, timed alternately; best of ``repeats`` each.
+
+    Two calls per size: the bench's (``ts=[0, 1]``, ``save="final"``, vs :func:`run_plain`) and a new
+    user's (``ts=torch.linspace(0, 1, 1001)``, every state saved, vs :func:`run_plain_keep_all`).
+    """
+    ou = _ou(device)
+    ts_user = torch.linspace(0.0, 1.0, 1001, device=device)
+    rows = []
+    for B, d in ((1, 1), (4096, 16)):
+        x0 = torch.zeros(B, d, device=device)
+        reps = repeats if B * d <= 1024 else max(3, repeats // 3)
+        pairs = {
+            "final, ts=[0, 1]": (
+                lambda x0=x0: sdeflow.simulate(ou, x0, [0.0, 1.0], dt=DT, method="euler", save="final",
+                                               generator=SEED),
+                lambda x0=x0: run_plain(x0, 1.0)),
+            "save='ts', ts=linspace(0, 1, 1001)": (
+                lambda x0=x0: sdeflow.simulate(ou, x0, ts_user, dt=DT, method="euler", generator=SEED),
+                lambda x0=x0: run_plain_keep_all(x0, 1.0)),
+        }
+        for name, (sim, plain) in pairs.items():
+            best = {"simulate": math.inf, "plain": math.inf}
+            with torch.no_grad():
+                for rnd in range(reps + 1):  # round 0 is the warm-up
+                    for key, fn in (("simulate", sim), ("plain", plain)):
+                        t, _ = _common.best_of(fn, 1, device=device, warmup=False)
+                        if rnd:
+                            best[key] = min(best[key], t.best)
+            steps = sim().stats.steps
+            ratio = best["plain"] / best["simulate"]
+            rows.append({"B": B, "d": d, "call": name, "steps": steps, "simulate_ms": best["simulate"] * 1e3,
+                         "plain_ms": best["plain"] * 1e3, "ratio": ratio,
+                         "goal": "pass" if ratio >= GOAL_OVERHEAD else "FAIL"})
+    return rows
 
 
 def theory_std(t1: float) -> float:
@@ -305,9 +367,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated cases such as 1x1,65536x16 (default: a grid for the device)")
     p.add_argument("--torchsde-limit", type=float, default=60.0, metavar="S",
                    help="skip torchsde where one run is estimated to take longer than S seconds (default 60)")
+    p.add_argument("--overhead", action="store_true",
+                   help="only the per-call probe: simulate() vs a plain loop at B=1 and 4096x16 (printed)")
     args = p.parse_args(argv)
 
     device = _common.resolve_device(args.device)
+    if args.overhead:
+        print(f"bench_simulate --overhead: OU, Euler–Maruyama, 1000 steps of dt={DT}, eager; machine: "
+              f"{_common.machine_description(_common.machine_info(device))}")
+        rows = overhead_probe(device)
+        for r in rows:
+            print(f"  B={r['B']:>5} d={r['d']:>2} {r['call']:<36} steps {r['steps']:>5}: simulate "
+                  f"{r['simulate_ms']:8.2f} ms, plain loop {r['plain_ms']:8.2f} ms, plain/simulate "
+                  f"{r['ratio']:.3f} (goal >= {GOAL_OVERHEAD}: {r['goal']})")
+        if args.json:
+            _common.dump_json({"benchmark": "bench_simulate --overhead", "utc": _common.utc_stamp(), "rows": rows},
+                              args.json)
+        return 0 if all(r["goal"] == "pass" for r in rows) else 1
     steps = 200 if args.quick else 1000
     if args.quick:
         Bs = [1, 64]

@@ -22,6 +22,7 @@ __all__ = [
     "broadcast_time",
     "as_time",
     "state_stamp",
+    "module_tensors",
 ]
 
 
@@ -48,7 +49,7 @@ def check_times(ts: object, name: str = "ts") -> np.ndarray:
     """Return ``ts`` as a float64 numpy array after checking it is 1-D, finite and strictly monotone."""
     if isinstance(ts, Tensor):
         arr = ts.detach().to("cpu", torch.float64).numpy()
-    elif isinstance(ts, (Sequence, np.ndarray)):
+    elif isinstance(ts, (list, tuple, np.ndarray, Sequence)):
         try:
             arr = np.asarray(ts, dtype=np.float64)
         except (TypeError, ValueError) as err:
@@ -59,11 +60,11 @@ def check_times(ts: object, name: str = "ts") -> np.ndarray:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}; pass a flat vector of times.")
     if arr.size < 2:
         raise ValueError(f"{name} needs at least two times (start and end); got {arr.size}.")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(f"{name} contains a non-finite value ({arr[bad]}) at index {bad}; all times must be finite.")
-    diffs = np.diff(arr)
-    if not (np.all(diffs > 0) or np.all(diffs < 0)):
+    diffs = arr[1:] - arr[:-1]
+    if not ((diffs > 0).all() or (diffs < 0).all()):
         raise ValueError(
             f"{name} must be strictly increasing or strictly decreasing (no repeats); "
             f"got {arr.tolist() if arr.size <= 8 else str(arr[:8].tolist()) + ' ...'}. Sort it and drop duplicates."
@@ -91,12 +92,26 @@ def check_step(dt: object, name: str = "dt", *, required_for: str | None = None)
     return dt
 
 
-def _module_devices(obj: object) -> set[torch.device]:
+def module_tensors(obj: object) -> list[Tensor]:
+    """The parameters and buffers of an ``nn.Module`` and its submodules (``[]`` for other objects).
+
+    Read straight from the modules' tables: cheaper than ``parameters()``/``buffers()``, which
+    matters on every ``simulate`` call. A tensor shared by two submodules appears twice.
+    """
     if not isinstance(obj, torch.nn.Module):
-        return set()
-    devices = {p.device for p in obj.parameters()}
-    devices |= {b.device for b in obj.buffers() if b.dim() > 0 or b.is_floating_point()}
-    return devices
+        return []
+    out: list[Tensor] = []
+    stack = [obj]
+    while stack:
+        mod = stack.pop()
+        out.extend(t for t in mod._parameters.values() if t is not None)
+        out.extend(t for t in mod._buffers.values() if t is not None)
+        stack.extend(m for m in mod._modules.values() if m is not None)
+    return out
+
+
+def _module_devices(obj: object) -> set[torch.device]:
+    return {t.device for t in module_tensors(obj) if t.dim() > 0 or t.is_floating_point()}
 
 
 def check_same_device(module: object, x0: Tensor, name: str = "sde") -> None:
@@ -165,7 +180,10 @@ def state_stamp(obj: object) -> tuple:
     """
     if not isinstance(obj, torch.nn.Module):
         return (id(obj),)
-    tensors = [*obj.parameters(), *obj.buffers()]
-    plain = sorted((k, v) for k, v in vars(obj).items() if isinstance(v, (int, float, str, bool)))
-    extra = [(k, id(v), v._version) for k, v in vars(obj).items() if isinstance(v, Tensor)]
-    return tuple((id(t), t._version) for t in tensors) + tuple(plain) + tuple(extra)
+    stamp: list = [(id(t), t._version) for t in module_tensors(obj)]
+    for k, v in vars(obj).items():
+        if isinstance(v, (int, float, str, bool)):
+            stamp.append((k, v))
+        elif isinstance(v, Tensor):
+            stamp.append((k, id(v), v._version))
+    return tuple(stamp)

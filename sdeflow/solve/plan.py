@@ -163,8 +163,8 @@ def resolve_method(method: object, sde: SDE) -> tuple[str, type[NativeSDEMethod]
     if not isinstance(method, str):
         raise TypeError(f"method must be a string or a NativeSDEMethod subclass; got {type(method).__name__}.")
     name = METHOD_ALIASES.get(method.lower(), method.lower())
-    known = sorted(set(SDE_METHODS) | set(TORCHSDE_METHODS))
-    if name not in known:
+    if name not in SDE_METHODS and name not in TORCHSDE_METHODS:
+        known = sorted(set(SDE_METHODS) | set(TORCHSDE_METHODS))
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(known)}.")
     native = _native_name(name, sde)
     return name, SDE_METHODS.get(native)

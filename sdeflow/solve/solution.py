@@ -82,5 +82,9 @@ def path_status(xs: Tensor) -> Tensor:
     """Per-path status from saved states ``(T, B, *event)``: 1 where any saved value is not finite."""
     if xs.dim() < 2:
         raise ValueError(f"xs must have shape (T, B, *event_shape); got {tuple(xs.shape)}.")
+    if xs.device.type == "cpu" and xs.is_floating_point() and bool(torch.isfinite(xs.detach().sum())):
+        # The common case in one reduction without a mask: a NaN or inf anywhere makes the sum
+        # non-finite (an overflowing sum of finite values only sends it to the exact check below).
+        return torch.zeros(xs.shape[1], dtype=torch.int8)
     bad = ~torch.isfinite(xs.reshape(xs.shape[0], xs.shape[1], -1)).all(-1).all(0)
     return bad.to(torch.int8)
