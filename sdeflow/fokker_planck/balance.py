@@ -41,7 +41,7 @@ CURL_TOL = 1e-9
 # Gauss–Legendre nodes: (per line segment, per cell axis) by dimension. Line integrals of a smooth drift
 # over one cell are exact to round-off with 8 nodes while the cell is narrower than the drift's scale;
 # 3-D grids use fewer nodes (cost: nodes^3 per cell) and are exact to quadrature accuracy.
-_NODES = {1: (10, 10), 2: (8, 5), 3: (6, 4)}
+_NODES = {1: (10, 10), 2: (8, 8), 3: (8, 6)}
 _CHUNK = 1 << 19
 
 

@@ -18,7 +18,7 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
-__all__ = ["Grid", "Grid1D", "Grid2D"]
+__all__ = ["Grid", "Grid1D", "Grid2D", "Grid3D"]
 
 
 def _check_axis(lo: object, hi: object, n: object, name: str) -> tuple[float, float, int]:
@@ -224,3 +224,22 @@ class Grid2D(Grid):
             if ax is not None and (not isinstance(ax, (tuple, list)) or len(ax) != 3):
                 raise TypeError(f"{name} must be a (lo, hi, n) triple; got {ax!r}.")
         super().__init__([tuple(x), tuple(y if y is not None else x)])
+
+
+class Grid3D(Grid):
+    """``[x_lo, x_hi] × [y_lo, y_hi] × [z_lo, z_hi]`` split into ``nx × ny × nz`` cells; arrays (nx, ny, nz).
+
+    Args:
+        x: ``(lo, hi, n)`` for the first coordinate.
+        y: ``(lo, hi, n)`` for the second; default: the same as ``x``.
+        z: ``(lo, hi, n)`` for the third; default: the same as ``y`` (or ``x``).
+    """
+
+    def __init__(self, x: tuple[float, float, int], y: tuple[float, float, int] | None = None,
+                 z: tuple[float, float, int] | None = None) -> None:
+        for name, ax in (("x", x), ("y", y), ("z", z)):
+            if ax is not None and (not isinstance(ax, (tuple, list)) or len(ax) != 3):
+                raise TypeError(f"{name} must be a (lo, hi, n) triple; got {ax!r}.")
+        y = y if y is not None else x
+        z = z if z is not None else y
+        super().__init__([tuple(x), tuple(y), tuple(z)])
