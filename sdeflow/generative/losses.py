@@ -271,14 +271,15 @@ class DenoisingScoreMatching:
 
     and ``w = λ c``. The weightings:
 
-    * ``"sigma2"``: ``λ = σ(t)²`` (Song et al. 2021, the default of their score SDE code), σ the
+    * ``"sigma2"``: ``λ = σ(t)²`` (Song et al. 2021: λ ∝ 1/E‖∇log p(x_t | x0)‖² = σ²), σ the
       marginal std. Then ``λ‖Δs‖² = ‖ε̂ − ε‖²`` *exactly*, the ε-loss; in the other spaces
       ``w = σ²`` (score), ``1`` (eps), ``α²/σ²`` = SNR(t) (x0), ``α²/(α² + σ²)²`` (v; ``α²`` on VP).
       In the EDM noise level ``σ̃ = σ/α`` (docs/concepts.md §4) the same weight reads ``λ = α² σ̃²``:
       weighting by ``σ̃²`` instead would give ``‖ε̂ − ε‖²/α²``.
     * ``"likelihood"``: ``λ = g(t)²`` (Song, Durkan, Murray & Ermon 2021, "Maximum likelihood
-      training of score-based diffusion models", Thm. 1): ``½ (t_max − t_min) E[loss]`` plus a
-      θ-independent constant bounds the negative log-likelihood of the model's SDE. In the
+      training of score-based diffusion models"): ``½ (t_max − t_min) E[loss]`` plus a θ-independent
+      constant bounds the negative log-likelihood of the model's reverse SDE (up to the truncation
+      of the time range at t_min). In the
       prediction spaces ``w = g²`` (score), ``g²/σ²`` (eps), ``g² α²/σ⁴`` (x0),
       ``g² α²/(σ² (α² + σ²)²)`` (v). ``g`` is ``sde.diffusion(t, x_t)``, which must be one number per
       example (true for VP, sub-VP, VE, EDM); for other SDEs pass a callable weighting.
@@ -289,7 +290,8 @@ class DenoisingScoreMatching:
 
     ``importance="likelihood"`` draws t from ``q(t) ∝ g(t)²/σ(t)²`` instead of uniformly and
     multiplies each value by ``p(t)/q(t)`` (p the uniform density), so ``E[loss]`` is unchanged but
-    the likelihood-weighted ε-loss has bounded variance (Song, Durkan et al. 2021, §5). For every
+    the likelihood-weighted ε-loss has bounded variance (the variance reduction of Song, Durkan et
+    al. 2021). It is valid with any weighting. For every
     linear SDE ``g²/σ² = d/dt log σ̃²(t)``, so ``q`` is uniform in ``log σ̃`` and is drawn through
     ``sde.time_at_noise_level``; ``p/q = (log σ̃²(t_max) − log σ̃²(t_min)) σ² / ((t_max − t_min) g²)``.
 
@@ -307,6 +309,8 @@ class DenoisingScoreMatching:
             (:func:`drop_labels`).
 
     Call: ``loss(model, x0, *, generator=None, t=None, noise=None, **cond) -> (B,)`` (see :meth:`__call__`).
+    Its pieces are public for tests and for losses built on top (consistency models):
+    :meth:`sample_time`, :meth:`perturb` (x_t and the target) and :meth:`time_weight` (w(t)).
     """
 
     def __init__(
