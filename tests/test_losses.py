@@ -306,6 +306,24 @@ def test_edm_loss_minimum(P_mean, P_std, sigma_data):
     assert abs(float(values.mean()) - closed) <= 4 * sd / math.sqrt(n)
 
 
+def test_edm_loss_is_dsm_on_the_edm_sde_with_its_weight():
+    # On the EDM SDE (α = 1, σ = t) an x0 model is a denoiser, and DSM with the score-space weight
+    # λ(t) = t⁴·λ_EDM(t) (so that w = λ α²/σ⁴ = λ_EDM) is the EDM loss at σ = t: one family of losses.
+    edm = EDMLoss(sigma_data=1.3)
+    dsm = DenoisingScoreMatching(EDMSDE(), "x0", lambda t: t**4 * edm.weight(t))
+    x0 = data(32, seed=30)
+    sigma = torch.exp(torch.randn(32, generator=torch.Generator().manual_seed(31), dtype=F64))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(32), dtype=F64)
+    den = GAUSS.as_denoiser()
+
+    def wrong(x, s):
+        return 0.9 * den(x, s) + 0.1
+
+    for model in (den, wrong):
+        torch.testing.assert_close(dsm(model, x0, t=sigma, noise=noise), edm(model, x0, sigma=sigma, noise=noise),
+                                   rtol=1e-10, atol=0)
+
+
 def test_edm_draw_order_and_for_data():
     loss = EDMLoss()
     x0 = data(16, seed=21)

@@ -155,7 +155,7 @@ def drop_labels(
     if isinstance(null_label, bool) or not isinstance(null_label, int):
         raise TypeError(f"null_label must be an int (the null class, e.g. num_classes); got {null_label!r}.")
     gen = make_generator(generator, class_labels.device)
-    u = torch.rand(class_labels.shape, generator=gen, device=class_labels.device, dtype=torch.float64)
+    u = torch.rand(class_labels.shape, generator=gen, device=class_labels.device)
     return torch.where(u < float(p), torch.full_like(class_labels, null_label), class_labels)
 
 
