@@ -31,9 +31,9 @@ from sdeflow.generative.losses import (
     PseudoHuber,
     SquaredL2,
     drop_labels,
-    estimate_sigma_data,
 )
 from sdeflow.generative.mixture import GaussianMixture
+from sdeflow.generative.precond import estimate_sigma_data
 from sdeflow.sde.edm import EDMSDE
 from sdeflow.sde.subvp import SubVPSDE
 from sdeflow.sde.ve import VESDE

@@ -33,6 +33,7 @@ from torch import Tensor
 from .._checks import check_state, make_generator
 from ..conversion.parameterization import PREDICTIONS
 from ..sde._gaussian import DiffusionSDE
+from .precond import estimate_sigma_data
 
 __all__ = [
     "DSM_WEIGHTINGS",
@@ -41,7 +42,6 @@ __all__ = [
     "PseudoHuber",
     "drop_labels",
     "LogNormalSigma",
-    "estimate_sigma_data",
     "DenoisingScoreMatching",
     "EDMLoss",
 ]
@@ -508,19 +508,6 @@ class LogNormalSigma:
         return LogNormalSigma(self.P_mean + math.log(_finite_number(factor, "factor", positive=True)), self.P_std)
 
 
-def estimate_sigma_data(x: Tensor) -> float:
-    """σ_data of a data sample: the standard deviation of all its values pooled (EDM's convention, 0.5 for
-    images in [−1, 1]); ``x`` of shape (N, *event). 8 gaussians of radius 4 and std 0.2 give
-    ``sqrt(8 + 0.04) ≈ 2.835``."""
-    x = check_state(x, "x")
-    if x.numel() < 2:
-        raise ValueError("x must hold at least two values to estimate σ_data.")
-    sd = float(x.detach().to(torch.float64).std(unbiased=False))
-    if not math.isfinite(sd) or sd <= 0:
-        raise ValueError(f"cannot estimate σ_data from x: its std is {sd}; pass data that varies, or sigma_data=.")
-    return sd
-
-
 class EDMLoss:
     r"""The EDM training loss (Karras, Aittala, Aila & Laine 2022, eq. 2 with Table 1's choices).
 
@@ -584,7 +571,8 @@ class EDMLoss:
     ) -> EDMLoss:
         """The EDM loss scaled to data ``x`` (N, *event): σ_d estimated, the σ distribution shifted.
 
-        ``sigma_data`` defaults to :func:`estimate_sigma_data` ``(x)``, and the lognormal mean becomes
+        ``sigma_data`` defaults to :func:`sdeflow.generative.precond.estimate_sigma_data` ``(x)`` (the
+        pooled std, the estimator EDMPrecond's σ_data uses), and the lognormal mean becomes
         ``P_mean + ln(σ_d / reference_sigma_data)``: EDM's ``P_mean = −1.2`` is tuned for
         ``σ_d = 0.5``, and moving it with the data's scale keeps the noise levels where the model
         has to learn in the same place relative to the data (σ/σ_d has the same distribution).
