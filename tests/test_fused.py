@@ -1,5 +1,7 @@
 """The fused (compiled) native path gives the eager engine's paths, and falls back cleanly."""
 
+import warnings
+
 import pytest
 import torch
 import torchsde
@@ -59,3 +61,50 @@ def test_bad_chunk_and_compile_with_torchsde():
         sf.simulate(ou, torch.zeros(2, 1), [0, 1], dt=0.1, compile=True, chunk=0)
     with pytest.raises(ValueError, match="compile=True fuses the native"):
         sf.simulate(ou, torch.zeros(2, 1), [0, 1], dt=0.1, compile=True, backend="torchsde")
+
+
+def test_compiled_cache_stays_out_of_the_sde_and_does_not_keep_it_alive():
+    import copy
+    import gc
+    import weakref
+
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5)
+    x0 = torch.zeros(4, 2)
+    # compiles on this machine, or warns and falls back to the eager engine where compilation is unavailable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = sf.simulate(ou, x0, [0.0, 1.0], dt=0.05, generator=1, compile=True, chunk=5)
+    assert not [k for k in vars(ou) if "sdeflow" in k]
+    twin = copy.deepcopy(ou)  # how every EMA copy starts; raised while the compiled graph sat in ou.__dict__
+    eager = sf.simulate(twin, x0, [0.0, 1.0], dt=0.05, generator=1, chunk=5)
+    # float32: the compiled graph may reassociate the step arithmetic (a few ulps over 20 steps)
+    torch.testing.assert_close(fast.xs, eager.xs, rtol=1e-6, atol=1e-6)
+    alive = weakref.ref(ou)
+    del ou, fast
+    gc.collect()
+    assert alive() is None  # the cached graph takes the method as an argument: it does not pin the SDE
+
+
+def test_user_method_class_runs_compiled(monkeypatch):
+    # The fused path steps a user's class like a built-in one; with compilation unavailable it falls
+    # back to the same eager steps, so the paths equal the built-in method's exactly.
+    from sdeflow.solve.native import EulerMaruyama
+
+    class Mine(EulerMaruyama):
+        name = "mine"
+
+    class Broken:
+        def __init__(self, fn, **kw):
+            pass
+
+        def __call__(self, *a):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fused.torch, "compile", Broken)
+    monkeypatch.setattr(sdeflow_compile, "_WARNED", set())
+    ou = sf.OrnsteinUhlenbeck()
+    x0 = torch.zeros(4, 2)
+    with pytest.warns(RuntimeWarning, match="falls back"):
+        a = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, compile=True, chunk=10, method=Mine)
+    b = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, chunk=10)
+    assert torch.equal(a.xs, b.xs) and a.stats.method == "mine"

@@ -2,12 +2,17 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchsde
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import sdeflow as sf
+from sdeflow.solve.native import EulerMaruyama, Milstein, NativeSDEMethod
+from sdeflow.solve.native.base import add_noise
 
 from helpers import mean_and_se
 
@@ -279,3 +284,206 @@ def test_milstein_and_conversion_with_state_independent_diffusion_not_flagged_ad
     torch.testing.assert_close(a.xs, b.xs)  # g' = 0: Milstein is Euler–Maruyama
     c = sf.ito_stratonovich_correction(ConstNoise(), torch.tensor(0.0), x0 + 1)
     assert torch.equal(c, torch.zeros_like(x0))
+
+
+# -- simulate as plan + drive: method classes, declared costs, caches, grids ---------------------------------
+class MyEuler(NativeSDEMethod):
+    """A user's own Euler–Maruyama, written against the step() interface only."""
+
+    name = "my_euler"
+    noise_types = ("diagonal", "scalar", "additive", "general")
+    strong_order = 0.5
+    weak_order = 1.0
+
+    def step(self, t0, t1, dt, x, dw, u):
+        y = torch.add(x, self.sde.drift(t0, x), alpha=dt)
+        return add_noise(y, self.sde.diffusion(t0, x), dw, x, self.noise_type)
+
+
+@pytest.mark.parametrize("ts", [[0.0, 0.13, 0.5, 1.0], [1.0, 0.4, 0.0]])
+@pytest.mark.parametrize("save", ["ts", "final", "steps"])
+def test_a_user_method_class_gives_the_builtin_paths(ts, save):
+    # x + f dt + G dW in the same two operations as the built-in Euler–Maruyama, the same generator and
+    # chunking: identical paths, bit for bit
+    for sde, x0 in ((sf.GeometricBrownianMotion(0.3, 0.6), torch.ones(6, 3, dtype=torch.float64)),
+                    (GeneralNoise(), torch.randn(5, 2, generator=torch.Generator().manual_seed(1)))):
+        ref = sf.simulate(sde, x0, ts, dt=0.03, method="euler", generator=7, save=save)
+        mine = sf.simulate(sde, x0, ts, dt=0.03, method=MyEuler, generator=7, save=save)
+        assert torch.equal(mine.xs, ref.xs) and torch.equal(mine.ts, ref.ts)
+        assert mine.stats.method == "my_euler" and mine.stats.backend == "native"
+        assert mine.stats.steps == ref.stats.steps
+
+
+def test_a_user_method_class_on_a_brownian_path_and_a_subclass_of_a_builtin():
+    gbm = sf.GeometricBrownianMotion(0.3, 0.6)
+    x0 = torch.ones(8, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(8, 1), dtype=torch.float64, entropy=4)
+    ref = sf.simulate(gbm, x0, [0.0, 1.0], dt=2**-6, method="euler", bm=bm)
+    mine = sf.simulate(gbm, x0, [0.0, 1.0], dt=2**-6, method=MyEuler, bm=bm)
+    torch.testing.assert_close(mine.xs, ref.xs, rtol=1e-14, atol=1e-14)
+
+    class Renamed(Milstein):  # inherits step, support and costs; reported under its class name
+        pass
+
+    a = sf.simulate(gbm, x0, [0.0, 1.0], dt=0.01, method=Renamed, generator=3)
+    b = sf.simulate(gbm, x0, [0.0, 1.0], dt=0.01, method="milstein", generator=3)
+    assert torch.equal(a.xs, b.xs) and a.stats.method == "Renamed"
+
+
+def test_method_class_errors_name_the_argument():
+    x0 = torch.ones(4, 2)
+    gbm = sf.GeometricBrownianMotion()
+
+    class NotAMethod:
+        def step(self, *a):
+            return a[3]
+
+    class NoStep(NativeSDEMethod):
+        strong_order = weak_order = 0.5
+
+    class AdditiveOnly(MyEuler):
+        requires_additive = True
+
+    with pytest.raises(TypeError, match="must subclass sdeflow.solve.native.NativeSDEMethod"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=NotAMethod)
+    with pytest.raises(TypeError, match="does not implement step"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=NoStep)
+    with pytest.raises(TypeError, match="not an instance; pass method=EulerMaruyama"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=EulerMaruyama(gbm))
+    with pytest.raises(ValueError, match=r"method='AdditiveOnly' \(native backend\).*state-dependent noise"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=AdditiveOnly)
+    with pytest.raises(ValueError, match="native method class"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=MyEuler, backend="torchsde")
+    with pytest.raises(ValueError, match="native method class"):
+        sf.simulate(gbm, x0, [0, 1], method=MyEuler, adaptive=True)
+    with pytest.raises(TypeError, match="method must be a string or a NativeSDEMethod subclass"):
+        sf.simulate(gbm, x0, [0, 1], dt=0.1, method=3)
+
+
+class _NoDerivativeGBM(sf.SDE):
+    """GBM without an analytic ∂g: Milstein takes it by autograd (one more diffusion evaluation)."""
+
+    def drift(self, t, x):
+        return 0.2 * x
+
+    def diffusion(self, t, x):
+        return 0.4 * x
+
+
+def test_declared_costs_give_the_stats_of_every_path():
+    x0 = torch.ones(4, 1, dtype=torch.float64)
+    n = 10
+    cases = [
+        (sf.GeometricBrownianMotion(0.2, 0.4), "milstein", (1, 1)),  # analytic derivative
+        (_NoDerivativeGBM(), "milstein", (1, 2)),  # autograd: one more diffusion evaluation
+        (ScalarNoise(), "milstein", (1, 2)),
+        (sf.OrnsteinUhlenbeck(), "milstein", (1, 1)),  # additive: no derivative term
+        (StratGBM(), "heun", (2, 2)),
+        (sf.OrnsteinUhlenbeck(), "sra1", (2, 2)),
+    ]
+    for sde, method, (fd, gd) in cases:
+        assert sf.SDE_METHODS[method].costs(sde, torch.tensor(0.0, dtype=torch.float64), x0) == (fd, gd)
+        first = sf.simulate(sde, x0, [0.0, 1.0], dt=0.1, method=method, generator=0)
+        again = sf.simulate(sde, x0, [0.0, 1.0], dt=0.1, method=method, generator=0)
+        # the first call also evaluates drift and diffusion once to check them; the second reuses the check
+        assert (first.stats.drift_evals, first.stats.diffusion_evals) == (1 + n * fd, 1 + n * gd), (sde, method)
+        assert (again.stats.drift_evals, again.stats.diffusion_evals) == (n * fd, n * gd), (sde, method)
+
+    class Costly(MyEuler):
+        drift_evals = 3
+        diffusion_evals = 2
+
+    sol = sf.simulate(sf.OrnsteinUhlenbeck(), x0, [0.0, 1.0], dt=0.1, method=Costly, generator=0)
+    assert (sol.stats.drift_evals, sol.stats.diffusion_evals) == (1 + 3 * n, 1 + 2 * n)
+    # torchsde counts its own evaluations (midpoint: 2 drift evaluations per step)
+    sol = sf.simulate(sf.OrnsteinUhlenbeck(0.5), x0, [0.0, 1.0], dt=0.1, method="midpoint", generator=0)
+    assert sol.stats.backend == "torchsde" and sol.stats.drift_evals >= 2 * n
+
+
+def test_the_check_of_the_sde_is_cached_until_a_parameter_changes():
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5)
+    x0 = torch.zeros(3, 2)
+    assert sf.simulate(ou, x0, [0.0, 1.0], dt=0.25, generator=0).stats.drift_evals == 5
+    assert sf.simulate(ou, x0, [0.0, 1.0], dt=0.25, generator=0).stats.drift_evals == 4  # cached check
+    assert sf.simulate(ou, torch.zeros(3, 4), [0.0, 1.0], dt=0.25, generator=0).stats.drift_evals == 5  # new shape
+    ou.sigma.fill_(float("nan"))  # an in-place update: the check runs again and catches it
+    with pytest.raises(ValueError, match=r"diffusion\(t, x\) returned NaN or inf"):
+        sf.simulate(ou, x0, [0.0, 1.0], dt=0.25, generator=0)
+    assert not [k for k in vars(ou) if "sdeflow" in k]
+
+
+def test_caches_stay_out_of_the_sde_and_deepcopy_works():
+    import copy
+
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5)
+    x0 = torch.zeros(4, 2)
+    for ts in ([0.0, 1.0], [1.0, 0.0]):
+        sf.simulate(ou, x0, ts, dt=0.1, generator=0)
+        sf.simulate(ou, x0, ts, dt=0.1, generator=0, method="milstein", save="steps")
+    twin = copy.deepcopy(ou)
+    assert not [k for k in vars(ou) if "sdeflow" in k]
+    a = sf.simulate(ou, x0, [0.0, 1.0], dt=0.1, generator=3)
+    b = sf.simulate(twin, x0, [0.0, 1.0], dt=0.1, generator=3)
+    assert torch.equal(a.xs, b.xs)
+
+
+def test_float32_times_do_not_add_rounding_steps():
+    # linspace in float32 rounds the times by up to an ulp: 1000 intervals of dt must stay 1000 steps
+    # (a remainder of ~1e-7 used to become an extra step per interval: 1384 steps)
+    ou = sf.OrnsteinUhlenbeck()
+    x0 = torch.zeros(2, 1)
+    ts = torch.linspace(0, 1, 1001)
+    sol = sf.simulate(ou, x0, ts, dt=1e-3, generator=0)
+    assert sol.stats.steps == 1000 and sol.xs.shape == (1001, 2, 1)
+    assert torch.equal(sol.ts, ts)
+    # float64 times keep the 1e-6 dt rule: a remainder of 1e-9 (1e-7 dt) is absorbed, one of 1e-7 (1e-5 dt) is a step
+    for rem, steps in ((1e-9, 100), (1e-7, 101)):
+        s = sf.simulate(ou, x0.double(), torch.tensor([0.0, 1.0 + rem], dtype=torch.float64), dt=1e-2, generator=0)
+        assert s.stats.steps == steps
+
+
+def _reference_grid(ts, dt, snap=1e-6):
+    """The interval-by-interval construction the vectorised build_grid replaces."""
+    pieces, save, count = [np.asarray(ts[:1], dtype=np.float64)], [0], 0
+    for a, b in zip(ts[:-1], ts[1:], strict=True):
+        n = max(1, math.ceil((b - a) / dt - snap))
+        pieces += [a + dt * np.arange(1, n, dtype=np.float64), np.asarray([b], dtype=np.float64)]
+        count += n
+        save.append(count)
+    return np.concatenate(pieces), np.asarray(save)
+
+
+@given(st.lists(st.floats(-5.0, 5.0), min_size=2, max_size=10, unique=True), st.floats(1e-3, 2.0))
+def test_build_grid_matches_the_interval_by_interval_construction(points, dt):
+    from sdeflow.solve.grid import build_grid
+
+    ts = np.sort(np.asarray(points))
+    if np.any(np.diff(ts) <= 0):
+        return
+    times, save = _reference_grid(ts, dt)
+    grid = build_grid(ts, dt)
+    assert np.array_equal(grid.times.view(np.int64), times.view(np.int64))  # bit for bit
+    assert np.array_equal(grid.save_index, save)
+
+
+def test_progress_bar_does_not_change_the_paths():
+    ou = sf.OrnsteinUhlenbeck()
+    x0 = torch.zeros(3, 2)
+    a = sf.simulate(ou, x0, [0.0, 0.37, 1.0], dt=1e-3, generator=2, progress=True)
+    b = sf.simulate(ou, x0, [0.0, 0.37, 1.0], dt=1e-3, generator=2)
+    assert torch.equal(a.xs, b.xs)
+
+
+def test_plan_records_the_resolution():
+    from sdeflow.solve.plan import plan_simulation
+
+    ou = sf.OrnsteinUhlenbeck()
+    x0 = torch.zeros(2, 3)
+    p = plan_simulation(ou, x0, [1.0, 0.5, 0.0], dt=0.1, generator=0, save="final")
+    assert p.backend == "native" and p.integrator == "eager" and p.method_cls is EulerMaruyama
+    assert p.decreasing and p.n_steps == 10 and p.save_index == (10,)
+    assert p.noise_shape == (2, 3) and p.ts_out.tolist() == [0.0]
+    with pytest.raises(AttributeError):
+        p.backend = "torchsde"  # frozen
+    q = plan_simulation(ou, x0, [0.0, 1.0], dt=0.1, method="midpoint", generator=0)
+    assert q.backend == "torchsde" and q.integrator == "torchsde" and q.method_cls is None

@@ -234,3 +234,16 @@ def test_cuda_triton_ou_law_at_a_million_paths():
     # elements are independent: the correlation between neighbouring dimensions has s.e. 1/sqrt(2^20)
     c = torch.corrcoef(x[:, :2].T)[0, 1]
     assert abs(float(c)) < 5 / math.sqrt(2**20)
+
+
+def test_coefficient_tables_stay_out_of_the_sde():
+    import copy
+
+    from sdeflow.solve.native.triton_linear import _cached_table
+
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.0, 0.5)
+    _cached_table(ou, np.linspace(0.0, 1.0, 11), torch.zeros(3, 2), np.array([10]))
+    assert not [k for k in vars(ou) if "sdeflow" in k]
+    twin = copy.deepcopy(ou)
+    t1 = _cached_table(twin, np.linspace(0.0, 1.0, 11), torch.zeros(3, 2), np.array([10]))[0]
+    assert t1 is not _cached_table(ou, np.linspace(0.0, 1.0, 11), torch.zeros(3, 2), np.array([10]))[0]
