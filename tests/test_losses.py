@@ -471,6 +471,29 @@ def test_label_dropout_in_the_losses(which):
         loss(model, x0, generator=1)
 
 
+def test_for_precond_trains_the_raw_model_through_forward():
+    from sdeflow.generative.networks import MLPNet
+    from sdeflow.generative.precond import SDEPrecond
+
+    pre = SDEPrecond(MLPNet(2, hidden=16, depth=2, emb_dim=8, num_classes=3, seed=0), "vp", prediction="v")
+    loss = DenoisingScoreMatching.for_precond(pre, "sigma2", label_dropout=0.1, null_label=3)
+    assert loss.sde is pre.sde and loss.prediction == "v"
+    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(33))
+    labels = torch.arange(8) % 3
+    calls = []
+    hook = pre.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs.get("raw")), with_kwargs=True)
+    got = loss(pre, x0, generator=34, class_labels=labels)
+    hook.remove()
+    assert calls == [True]  # one call, through forward, in the raw (x_t, t) form
+    # The same as the loss of the raw model itself with the same draws.
+    plain = DenoisingScoreMatching(pre.sde, "v", "sigma2", label_dropout=0.1, null_label=3)
+    torch.testing.assert_close(got, plain(pre.raw_model, x0, generator=34, class_labels=labels))
+    with pytest.raises(TypeError, match="SDEPrecond"):
+        DenoisingScoreMatching.for_precond(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="model_kwargs"):
+        EDMLoss(model_kwargs=[("raw", True)])
+
+
 # -- errors -------------------------------------------------------------------------------------------------
 def test_errors_name_the_argument():
     sde = VPSDE()

@@ -23,7 +23,7 @@ it first, so the loss stays float32 under bf16 autocast. Theory: docs/concepts.m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from .._checks import check_state, make_generator
 from ..conversion.parameterization import PREDICTIONS
 from ..sde._gaussian import DiffusionSDE
-from .precond import estimate_sigma_data
+from .precond import SDEPrecond, estimate_sigma_data
 
 __all__ = [
     "DSM_WEIGHTINGS",
@@ -186,6 +186,15 @@ def _dropped(cond: dict[str, Any], p: float, null_label: int | None, key: str,
 
 
 # -- shared checks -----------------------------------------------------------------------------------
+def _check_model_kwargs(model_kwargs: object) -> dict[str, Any]:
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
+        raise TypeError(f"model_kwargs must be a dict of keyword arguments for every model call (e.g. "
+                        f"{{'raw': True}}); got {model_kwargs!r}.")
+    return dict(model_kwargs)
+
+
 def _check_x0(x0: object) -> Tensor:
     """x0 checked; 16-bit data is promoted to float32 so the loss arithmetic never runs in 16 bits."""
     x0 = check_state(x0, "x0")
@@ -307,6 +316,8 @@ class DenoisingScoreMatching:
         label_dropout, null_label, label_key: classifier-free guidance training: each
             ``cond[label_key]`` is replaced by ``null_label`` with probability ``label_dropout``
             (:func:`drop_labels`).
+        model_kwargs: fixed keywords for every model call, before the call's ``cond`` (e.g.
+            ``{"raw": True}`` for an SDEPrecond: see :meth:`for_precond`).
 
     Call: ``loss(model, x0, *, generator=None, t=None, noise=None, **cond) -> (B,)`` (see :meth:`__call__`).
     Its pieces are public for tests and for losses built on top (consistency models):
@@ -326,6 +337,7 @@ class DenoisingScoreMatching:
         label_dropout: float = 0.0,
         null_label: int | None = None,
         label_key: str = "class_labels",
+        model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(sde, DiffusionSDE):
             raise TypeError(
@@ -350,6 +362,22 @@ class DenoisingScoreMatching:
         self.distance = _check_distance(SquaredL2() if distance is None else distance)
         self.label_dropout = _check_label_dropout(label_dropout, null_label, label_key)
         self.null_label, self.label_key = null_label, label_key
+        self.model_kwargs = _check_model_kwargs(model_kwargs)
+
+    @classmethod
+    def for_precond(cls, model: SDEPrecond, weighting: str | Callable[[Tensor], Tensor] = "simple",
+                    **kwargs: Any) -> DenoisingScoreMatching:
+        """The DSM loss of an :class:`sdeflow.generative.precond.SDEPrecond`: its SDE and prediction type.
+
+        The loss then calls ``model(x_t, t, raw=True, **cond)`` — the preconditioner's raw model
+        through its ``forward``, so DDP and ``torch.compile`` wrappers see every training call.
+        ``kwargs`` (t_min, importance, label_dropout, ...) go to the constructor.
+        """
+        if not isinstance(model, SDEPrecond):
+            raise TypeError(f"model must be a sdeflow SDEPrecond; got {type(model).__name__}. For another model "
+                            f"build DenoisingScoreMatching(sde, prediction, ...) directly.")
+        extra = dict(kwargs.pop("model_kwargs", None) or {})
+        return cls(model.sde, model.prediction, weighting, model_kwargs={**extra, "raw": True}, **kwargs)
 
     def __repr__(self) -> str:
         w = self.weighting if isinstance(self.weighting, str) else getattr(self.weighting, "__name__", "callable")
@@ -475,7 +503,7 @@ class DenoisingScoreMatching:
         cond = _dropped(cond, self.label_dropout, self.null_label, self.label_key, gen)
         a, s = self._scale_std(tv, x0.dtype)
         xt, target = self._perturb(x0, eps, a, s)
-        pred = _output(model(xt, tv, **cond), x0, "model(x_t, t)")
+        pred = _output(model(xt, tv, **self.model_kwargs, **cond), x0, "model(x_t, t)")
         return self._weight(tv, xt, a, s) * _apply_distance(self.distance, pred, target)
 
 
@@ -524,7 +552,7 @@ class EDMLoss:
     Args:
         P_mean, P_std: the lognormal σ distribution (:class:`LogNormalSigma`); ``P_std > 0``.
         sigma_data: σ_d > 0 in λ; use the same value as the preconditioning's.
-        distance, label_dropout, null_label, label_key: as in :class:`DenoisingScoreMatching`.
+        distance, label_dropout, null_label, label_key, model_kwargs: as in :class:`DenoisingScoreMatching`.
 
     :meth:`for_data` builds the loss for a data set's scale. Call:
     ``loss(denoiser, x0, *, generator=None, sigma=None, noise=None, **cond) -> (B,)``.
@@ -540,12 +568,14 @@ class EDMLoss:
         label_dropout: float = 0.0,
         null_label: int | None = None,
         label_key: str = "class_labels",
+        model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.sigma_sampler = LogNormalSigma(P_mean, P_std)
         self.sigma_data = _finite_number(sigma_data, "sigma_data", positive=True)
         self.distance = _check_distance(SquaredL2() if distance is None else distance)
         self.label_dropout = _check_label_dropout(label_dropout, null_label, label_key)
         self.null_label, self.label_key = null_label, label_key
+        self.model_kwargs = _check_model_kwargs(model_kwargs)
 
     @property
     def P_mean(self) -> float:
@@ -624,6 +654,6 @@ class EDMLoss:
         eps = _noise(noise, x0, gen)
         cond = _dropped(cond, self.label_dropout, self.null_label, self.label_key, gen)
         x = x0 + _col(sig, x0) * eps
-        pred = _output(denoiser(x, sig, **cond), x0, "denoiser(x, sigma)")
+        pred = _output(denoiser(x, sig, **self.model_kwargs, **cond), x0, "denoiser(x, sigma)")
         return self.weight(sig) * _apply_distance(self.distance, pred, x0)
 
