@@ -247,3 +247,53 @@ def test_coefficient_tables_stay_out_of_the_sde():
     twin = copy.deepcopy(ou)
     t1 = _cached_table(twin, np.linspace(0.0, 1.0, 11), torch.zeros(3, 2), np.array([10]))[0]
     assert t1 is not _cached_table(ou, np.linspace(0.0, 1.0, 11), torch.zeros(3, 2), np.array([10]))[0]
+
+
+class _EmulatedKernel:
+    """The kernel's contract in torch, for CPUs without Triton: steps [step_start, step_end) of
+    x + (a x + b) + g z (+ ½ g c (z² − 1)), g = c x + e, with the premultiplied table rows and the
+    normals of ``kernel_normals``; updates ``x`` in place like the kernel."""
+
+    def __getitem__(self, grid):
+        return self
+
+    def __call__(self, x, coef, numel, dim, coef_dim, step_start, step_end, grp_start, grp_end, seed, *,
+                 MILSTEIN, PER_DIM, CONST_COEF, BLOCK, num_warps):  # noqa: N803 (the kernel's names)
+        assert grp_start == step_start // 4 and grp_end == (step_end + 3) // 4
+        z_all = torch.from_numpy(kernel_normals(seed, numel, step_end)).to(x.dtype)
+        flat = x.view(-1)
+        cidx = torch.arange(numel) % dim if PER_DIM else torch.zeros(numel, dtype=torch.long)
+        for s in range(step_start, step_end):
+            a, b, c, e = coef[0 if CONST_COEF else s - step_start][:, cidx]
+            z = z_all[s]
+            g = c * flat + e
+            new = flat + (a * flat + b) + g * z
+            if MILSTEIN:
+                new = new + 0.5 * g * c * (z * z - 1.0)
+            flat.copy_(new)
+
+
+def test_triton_integrator_with_an_emulated_kernel(monkeypatch):
+    # Checks on any machine what the driver hands the kernel: segment bounds, the coefficient rows
+    # (constant or not), the seed and the save points, against the eager loop on the same normals.
+    import sdeflow.solve.native.triton_linear as tl
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(tl, "_KERNELS", type("K", (), {"affine_sde_kernel": _EmulatedKernel()})())
+    cases = [
+        (sf.OrnsteinUhlenbeck(torch.tensor([1.0, 2.0, 0.5]), 0.3, 0.5), "euler", [0.0, 0.13, 0.5]),
+        (sf.GeometricBrownianMotion(0.2, 0.4), "milstein", [0.0, 0.3, 0.5]),
+        (sf.VPSDE(), "euler", [1.0, 0.4, 0.001]),  # backward in time, time-dependent table
+        (sf.BrownianMotion(0.3, 0.6), "milstein", [0.0, 0.4]),  # constant table
+    ]
+    for sde, method, ts in cases:
+        x0 = torch.linspace(0.5, 1.5, 12 * 3, dtype=torch.float64).reshape(12, 3)
+        for save, progress in (("ts", False), ("ts", True), ("final", False)):
+            sol = sf.simulate(sde, x0, ts, dt=0.02, method=method, compile="triton", generator=11, save=save,
+                              progress=progress)
+            ref = _eager_reference(sde, x0, ts, 0.02, _seed_of(11, "cpu"), method)
+            want = ref if save == "ts" else ref[-1:]
+            torch.testing.assert_close(sol.xs, want, rtol=1e-9, atol=1e-9)  # float64: summation order only
+            # per step one drift and one diffusion (Milstein's derivative is the table's slope), plus the check
+            n = sol.stats.steps
+            assert sol.stats.diffusion_evals - n in (0, 1) and sol.stats.drift_evals == sol.stats.diffusion_evals
