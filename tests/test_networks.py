@@ -20,7 +20,6 @@ from sdeflow.generative.networks import (
     NoiseFeatures,
     UNet,
     count_parameters,
-    drop_labels,
     flops_per_call,
     model_summary,
 )
@@ -529,16 +528,3 @@ def test_constructor_and_wrapper_errors():
         d(x, -1.0)
     with pytest.raises(TypeError, match="extra"):
         d(x, 1.0, extras=None)
-
-
-def test_drop_labels():
-    y = torch.arange(10_000) % 7
-    a = drop_labels(y, 0.3, 7, generator=5)
-    assert torch.equal(a, drop_labels(y, 0.3, 7, generator=5))
-    dropped = a == 7
-    assert torch.equal(a[~dropped], y[~dropped])
-    # Binomial(10000, 0.3): std of the fraction 0.0046; 0.025 is over 5 std.
-    assert abs(float(dropped.double().mean()) - 0.3) < 0.025
-    assert torch.equal(drop_labels(y, 0.0, 7), y) and bool((drop_labels(y, 1.0, 7) == 7).all())
-    with pytest.raises(ValueError, match="p must be"):
-        drop_labels(y, 1.5, 7)

@@ -13,8 +13,8 @@ sampler denoiser ``D(x, σ)``. Every network here has the signature
   ``[cos ωc, sin ωc]`` with ``ω = max_period^{-k/half}``) followed by a small SiLU MLP.
 * ``class_labels`` (B,) integers in ``[0, num_classes]``: a learned embedding with one extra row, the
   null class ``∅ = num_classes`` (unconditional, or a label dropped for classifier-free guidance;
-  :func:`drop_labels`). ``None`` means every example is ∅. A network built with ``num_classes=0``
-  accepts only ``None``.
+  :func:`sdeflow.generative.losses.drop_labels`). ``None`` means every example is ∅. A network built
+  with ``num_classes=0`` accepts only ``None``.
 * ``extra`` (B, n_extra): scalar inputs (e.g. a guidance scale ``w`` fed to a consistency student),
   each embedded like the noise level (its own fixed features) and mixed by an MLP. ``None`` means
   zeros. A network built with ``n_extra=0`` accepts only ``None``.
@@ -48,7 +48,6 @@ __all__ = [
     "ConditionEmbedding",
     "MLPNet",
     "UNet",
-    "drop_labels",
     "count_parameters",
     "flops_per_call",
     "model_summary",
@@ -500,31 +499,6 @@ class UNet(_RawNet):
             if i < self.levels - 1:
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-# -- label dropout -------------------------------------------------------------------------------------
-def drop_labels(class_labels: Tensor, p: float, null_label: int, *,
-                generator: torch.Generator | int | None = None) -> Tensor:
-    """Replace each label by ``null_label`` with probability ``p`` (classifier-free guidance training).
-
-    Args:
-        class_labels: (B,) integer labels.
-        p: drop probability in [0, 1].
-        null_label: the null class ∅ (a network's ``num_classes``).
-        generator: a ``torch.Generator`` or an int seed (same seed, same drops); None uses the global RNG.
-
-    Returns:
-        (B,) labels, a new tensor.
-    """
-    from .._checks import make_generator
-
-    if not isinstance(class_labels, Tensor) or class_labels.dtype.is_floating_point or class_labels.dim() != 1:
-        raise TypeError("class_labels must be a 1-D integer tensor (B,).")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"p must be a probability in [0, 1]; got {p!r}.")
-    gen = make_generator(generator, class_labels.device)
-    u = torch.rand(class_labels.shape, generator=gen, device=class_labels.device)
-    return torch.where(u < p, torch.full_like(class_labels, null_label), class_labels)
 
 
 # -- cost --------------------------------------------------------------------------------------------

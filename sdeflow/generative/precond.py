@@ -358,8 +358,15 @@ class SDEPrecond(_Wrapper):
         return _upcast(f, x_t, "net")
 
     def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None,
-                extra: Tensor | None = None) -> Tensor:
-        """``D(x̃, σ̃)`` for ``x`` (B, *event) and ``sigma`` (B,) or a scalar (> 0); returns ``x``'s shape."""
+                extra: Tensor | None = None, *, raw: bool = False) -> Tensor:
+        """``D(x̃, σ̃)`` for ``x`` (B, *event) and ``sigma`` (B,) or a scalar (> 0); returns ``x``'s shape.
+
+        ``raw=True`` calls :meth:`raw_model` instead (``x`` is then the SDE's state ``x_t`` and ``sigma``
+        the time ``t``): the losses train it through ``forward``, so DDP and ``torch.compile`` wrappers see
+        every training call.
+        """
+        if raw:
+            return self.raw_model(x, sigma, class_labels=class_labels, extra=extra)
         return self._denoiser(_check_state(x), sigma, class_labels=class_labels, extra=extra)
 
     def extra_repr(self) -> str:
