@@ -1,6 +1,7 @@
 """simulate(): shapes, dtypes, backends on one Brownian path, save modes, seeds, calculus conversion."""
 
 import math
+from textwrap import dedent as textwrap_dedent
 
 import numpy as np
 import pytest
@@ -487,3 +488,15 @@ def test_plan_records_the_resolution():
         p.backend = "torchsde"  # frozen
     q = plan_simulation(ou, x0, [0.0, 1.0], dt=0.1, method="midpoint", generator=0)
     assert q.backend == "torchsde" and q.integrator == "torchsde" and q.method_cls is None
+
+
+def test_api_core_method_class_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api_core.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "NativeSDEMethod" in b)
+    scope: dict = {}
+    exec(compile(textwrap_dedent(block), "api_core.md", "exec"), scope)
+    ref = sf.simulate(sf.OrnsteinUhlenbeck(), torch.zeros(8, 2), [0.0, 1.0], dt=0.01, generator=0)
+    assert torch.equal(scope["sol"].xs, ref.xs) and scope["sol"].stats.method == "my_euler"
