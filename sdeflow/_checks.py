@@ -174,14 +174,13 @@ def broadcast_time(t: Tensor | float, x: Tensor) -> Tensor:
 def state_stamp(obj: object) -> tuple:
     """Identity and version of an object's tensors: it changes when a parameter is updated.
 
-    For an ``nn.Module``: every parameter and buffer (recursively), the plain tensor attributes and
-    the plain number/string attributes of the module itself; for other objects only their identity.
-    Caches of results that depend on the SDE's values compare stamps before reusing an entry.
+    For an ``nn.Module``: every parameter and buffer (recursively), and the plain tensor and
+    number/string attributes of the module itself; for another object its plain tensor and
+    number/string attributes. Caches of results that depend on the SDE's values compare stamps
+    before reusing an entry.
     """
-    if not isinstance(obj, torch.nn.Module):
-        return (id(obj),)
     stamp: list = [(id(t), t._version) for t in module_tensors(obj)]
-    for k, v in vars(obj).items():
+    for k, v in getattr(obj, "__dict__", {}).items():
         if isinstance(v, (int, float, str, bool)):
             stamp.append((k, v))
         elif isinstance(v, Tensor):
