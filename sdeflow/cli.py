@@ -7,10 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from .commands import bench as _bench
+from .commands import sample as _sample
 from .commands import simulate as _simulate
+from .commands import train as _train
 from .commands import verify as _verify
 
-COMMANDS = [_simulate, _bench, _verify]
+COMMANDS = [_simulate, _train, _sample, _bench, _verify]
 
 
 def build_parser() -> argparse.ArgumentParser:
