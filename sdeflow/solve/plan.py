@@ -43,7 +43,7 @@ SaveMode = Literal["ts", "final", "steps"]
 Integrators = Literal["eager", "compiled", "triton", "torchsde"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GridTensors:
     """The step grid on the state's device and dtype (cached per grid, dtype and device).
 
@@ -57,7 +57,7 @@ class GridTensors:
     dts_np: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SimulationPlan:
     """What ``simulate`` will do, resolved and checked (see :func:`plan_simulation`).
 
