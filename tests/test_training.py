@@ -249,3 +249,24 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="per-example values"):
         Trainer(_model(), lambda m, x, generator=None: ((m(x, torch.ones(x.shape[0])) - x) ** 2).mean(), _data(),
                 _config()).fit()
+
+
+def test_a_loss_can_bind_to_the_trainer_and_steer_an_ema_rate():
+    class Bound:
+        def bind(self, trainer):
+            self.trainer = trainer
+
+        def ema_beta(self, name, step):
+            return 0.0 if name == "copy" else None  # "copy" follows the model exactly
+
+        def __call__(self, model, x0, *, generator=None, **cond):
+            assert self.trainer.step >= 0
+            return edm_like_loss(model, x0, generator=generator, **cond)
+
+    loss = Bound()
+    t = Trainer(_model(), loss, _data(), _config(iters=3, ema=(EMA("copy", beta=0.99), EMA("avg", beta=0.99))))
+    assert loss.trainer is t
+    t.fit()
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(t.ema["copy"].state_dict()[k], v)
+    assert not torch.equal(t.ema["avg"].net[0].weight, t.model.net[0].weight)

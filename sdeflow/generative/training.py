@@ -289,7 +289,11 @@ class Trainer:
     Args:
         model: the module trained (e.g. ``EDMPrecond(MLPNet(...))``); registered models (with a
             ``get_config``) can be rebuilt by :func:`sdeflow.load_model` from the checkpoints.
-        loss: ``loss(model, x0, generator=g, **cond) -> (B,)`` per-example values.
+        loss: ``loss(model, x0, generator=g, **cond) -> (B,)`` per-example values. A loss that needs the
+            training state defines ``bind(trainer)`` (called once, here: e.g. a consistency loss takes its
+            ``target`` from ``trainer.ema`` and reads ``trainer.step``) and may define
+            ``ema_beta(name, step) -> float | None`` to set an EMA copy's rate at a step (consistency
+            training's μ(k)); None keeps the copy's own :class:`EMA` rule.
         data: a tensor (N, *event); a pair ``(x, class_labels)``; a dict ``{"x": ..., other conditioning
             tensors}``; or a function ``data(batch_size, generator) -> x`` or ``(x, cond)`` (fresh samples
             every step, e.g. toy data).
@@ -346,6 +350,13 @@ class Trainer:
         self.loss_generator = seeded_generator((config.seed, 2, self.rank), self.device)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        # A loss that needs the training state (the step, the EMA copies: a consistency loss's target)
+        # declares bind(trainer); it may also steer an EMA copy's rate with ema_beta(name, step).
+        bind = getattr(loss, "bind", None)
+        if callable(bind):
+            bind(self)
+        override = getattr(loss, "ema_beta", None)
+        self._ema_override = override if callable(override) else None
         self._train_model = sfd.wrap_ddp(self.model, self.device)
         self._forward_model: nn.Module = self._train_model
         if config.compile:
@@ -386,7 +397,9 @@ class Trainer:
         self.optimizer.step()
         with torch.no_grad():
             for spec in cfg.ema:
-                _ema_update(self.ema[spec.name], self.model, spec.beta_at(self.step, cfg.batch_size))
+                beta = self._ema_override(spec.name, self.step) if self._ema_override is not None else None
+                _ema_update(self.ema[spec.name], self.model, spec.beta_at(self.step, cfg.batch_size)
+                            if beta is None else float(beta))
         self.step += 1
         return loss.detach()
 
