@@ -500,3 +500,28 @@ def test_api_core_method_class_example_runs():
     exec(compile(textwrap_dedent(block), "api_core.md", "exec"), scope)
     ref = sf.simulate(sf.OrnsteinUhlenbeck(), torch.zeros(8, 2), [0.0, 1.0], dt=0.01, generator=0)
     assert torch.equal(scope["sol"].xs, ref.xs) and scope["sol"].stats.method == "my_euler"
+
+
+def test_large_saved_states_written_in_place_equal_the_stacked_ones():
+    # 2048 x 8 states: under no_grad the driver copies each saved state into the output as it is
+    # saved (and sums it for the status); with an autograd graph it stacks them. Same values, same status.
+    ou = sf.OrnsteinUhlenbeck(1.0, 0.2, 0.5)
+    x0 = torch.randn(2048, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = sf.simulate(ou, x0, [0.0, 0.3, 0.5], dt=0.01, generator=4, save="steps")
+    graph = sf.simulate(ou, x0.clone().requires_grad_(), [0.0, 0.3, 0.5], dt=0.01, generator=4, save="steps")
+    assert graph.xs.requires_grad and not fast.xs.requires_grad
+    assert torch.equal(fast.xs, graph.xs.detach()) and torch.equal(fast.status, graph.status)
+
+    class Explode(sf.SDE):
+        def drift(self, t, x):
+            return x**3
+
+        def diffusion(self, t, x):
+            return 1e-3 * torch.ones_like(x)  # small noise: only the path started at 5 blows up
+
+    x0 = torch.full((2048, 8), 0.1)
+    x0[5, 3] = 5.0  # only this path blows up
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="1 of 2048 paths"):
+        sol = sf.simulate(Explode(), x0, [0.0, 0.5, 1.0], dt=0.1, generator=0)
+    assert sol.status.nonzero().flatten().tolist() == [5]

@@ -17,6 +17,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .._checks import module_tensors
 from .backends.torchsde_backend import solve_torchsde
 from .native.engine import EagerIntegrator, Integrator, progress_bar, run_segments
 from .native.fused import CompiledIntegrator
@@ -72,6 +73,36 @@ def make_integrator(plan: SimulationPlan, x0: Tensor) -> Integrator:
     return EagerIntegrator(method, grid.times, grid.dts, noise)
 
 
+# States of at least this many numbers are copied into the output as they are saved (while in cache)
+_IN_PLACE_MIN = 1 << 14
+
+
+def _write_in_place(plan: SimulationPlan, x0: Tensor) -> bool:
+    """Whether to write the saved states straight into a preallocated output: several large saved
+    states and no autograd graph to keep (an in-place copy would enter it)."""
+    if len(plan.save_index) < 2 or x0.numel() < _IN_PLACE_MIN:
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    return not (x0.requires_grad or any(t.requires_grad for t in module_tensors(plan.sde)))
+
+
+class _Keeper:
+    """Copies each saved state into its row of the output (one peak copy of the states, not two) and
+    sums it while it is in cache: a non-finite value anywhere makes its sum non-finite."""
+
+    def __init__(self, n_saves: int, x0: Tensor) -> None:
+        self.xs = torch.empty((n_saves,) + tuple(x0.shape), dtype=x0.dtype, device=x0.device)
+        self.sums: list[Tensor] = []
+        self.k = 0
+
+    def __call__(self, x: Tensor) -> None:
+        row = self.xs[self.k]
+        row.copy_(x)
+        self.sums.append(row.sum())
+        self.k += 1
+
+
 def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None) -> Solution:
     """Run ``plan`` from ``x0``: the saved states, their status and the solve's stats as a :class:`Solution`."""
     tick = time.perf_counter()
@@ -80,7 +111,9 @@ def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None
     native = plan.backend == "native"
     n = plan.n_steps
     bar = progress_bar(n, plan.progress and native, f"simulate ({plan.method})")
-    xs = torch.stack(run_segments(integrator.advance, x0, plan.save_index, n, bar=bar, quantum=integrator.quantum))
+    keep = _Keeper(len(plan.save_index), x0) if _write_in_place(plan, x0) else None
+    states = run_segments(integrator.advance, x0, plan.save_index, n, bar=bar, quantum=integrator.quantum, keep=keep)
+    xs = torch.stack(states) if keep is None else keep.xs
     if x0.device.type == "cuda":
         torch.cuda.synchronize(x0.device)
     evals = integrator.evaluations(n)
@@ -90,7 +123,10 @@ def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None
                        drift_evals=plan.check_evals + evals[0], diffusion_evals=plan.check_evals + evals[1],
                        compile_time=integrator.compile_time)
     stats.wall_time = time.perf_counter() - tick - stats.compile_time
-    status = path_status(xs)
+    if keep is not None and bool(torch.isfinite(torch.stack(keep.sums).sum())):
+        status = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device)  # every saved value finite
+    else:
+        status = path_status(xs)
     n_bad = int(status.sum())
     if n_bad:
         warnings.warn(

@@ -106,6 +106,7 @@ def run_segments(
     *,
     bar: object | None = None,
     quantum: int = 1,
+    keep: Callable[[Tensor], None] | None = None,
 ) -> list[Tensor]:
     """The one saving loop: ``advance`` between save points, keeping the states at ``save_index``.
 
@@ -116,9 +117,10 @@ def run_segments(
         n: the number of steps.
         bar: a progress bar (tqdm-like ``update``/``close``/``n``); the run is then also split at
             about 200 ticks, at multiples of ``quantum`` steps.
+        keep: called with each saved state, in order, instead of collecting them.
 
     Returns:
-        The states at ``save_index``, in order.
+        The states at ``save_index``, in order (empty when ``keep`` takes them).
     """
     saves = save_index.tolist() if isinstance(save_index, np.ndarray) else list(save_index)
     stops = saves
@@ -128,6 +130,8 @@ def run_segments(
         stops = sorted(set(saves).union(range(stride, n, stride)))
     want = set(saves) if bar is not None else None
     out: list[Tensor] = []
+    if keep is None:
+        keep = out.append
     x, pos = x0, 0
     for stop in stops:
         if stop > pos:
@@ -136,7 +140,7 @@ def run_segments(
                 bar.update(stop - pos)
             pos = stop
         if want is None or stop in want:
-            out.append(x)
+            keep(x)
     if bar is not None:
         bar.update(n - bar.n)
         bar.close()
