@@ -170,12 +170,12 @@ def overhead_probe(device: torch.device, repeats: int = 15) -> list[dict]:
         }
         for name, (sim, plain) in pairs.items():
             best = {"simulate": math.inf, "plain": math.inf}
-            with torch.no_grad():
-                for rnd in range(reps + 1):  # round 0 is the warm-up
-                    for key, fn in (("simulate", sim), ("plain", plain)):
-                        t, _ = _common.best_of(fn, 1, device=device, warmup=False)
-                        if rnd:
-                            best[key] = min(best[key], t.best)
+            # as a new user calls it: no torch.no_grad() (nothing requires grad, so no graph is built)
+            for rnd in range(reps + 1):  # round 0 is the warm-up
+                for key, fn in (("simulate", sim), ("plain", plain)):
+                    t, _ = _common.best_of(fn, 1, device=device, warmup=False)
+                    if rnd:
+                        best[key] = min(best[key], t.best)
             steps = sim().stats.steps
             ratio = best["plain"] / best["simulate"]
             rows.append({"B": B, "d": d, "call": name, "steps": steps, "simulate_ms": best["simulate"] * 1e3,

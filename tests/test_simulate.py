@@ -525,3 +525,31 @@ def test_large_saved_states_written_in_place_equal_the_stacked_ones():
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="1 of 2048 paths"):
         sol = sf.simulate(Explode(), x0, [0.0, 0.5, 1.0], dt=0.1, generator=0)
     assert sol.status.nonzero().flatten().tolist() == [5]
+
+
+def test_a_repeated_call_rebuilds_nothing(monkeypatch):
+    # What made a B=1 call slow next to a plain loop was per-call work; a repeated call with the same
+    # times and SDE must not rebuild the grid, its tensors or the noise schedule, nor re-check the SDE.
+    import sdeflow.solve.plan as plan
+
+    calls = {"grid": 0, "noise": 0, "check": 0}
+
+    def counting(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(plan, "build_grid", counting("grid", plan.build_grid))
+    monkeypatch.setattr(plan, "noise_schedule", counting("noise", plan.noise_schedule))
+    monkeypatch.setattr(plan, "check_sde_functions", counting("check", plan.check_sde_functions))
+    ou = sf.OrnsteinUhlenbeck(0.7, 0.1, 0.3)
+    x0 = torch.zeros(1, 1)
+    ts = torch.linspace(0, 1.23, 124)  # times no other test uses: nothing cached yet
+    first = sf.simulate(ou, x0, ts, dt=1e-2, generator=5)
+    assert calls == {"grid": 1, "noise": 1, "check": 1}
+    again = sf.simulate(ou, x0, ts, dt=1e-2, generator=5)
+    assert calls == {"grid": 1, "noise": 1, "check": 1}
+    assert torch.equal(first.xs, again.xs) and first.stats.steps == 123
+    again.ts.add_(1.0)  # the returned times are the caller's own: the cached ones stay intact
+    assert torch.equal(sf.simulate(ou, x0, ts, dt=1e-2, generator=5).ts, ts)
