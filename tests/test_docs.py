@@ -49,3 +49,10 @@ def test_docs_cite_only_the_repository():
     offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.glob("sdeflow/**/*.py"), *ROOT.glob("docs/*.md"),
                                                      ROOT / "README.md"] if "THEORY.md" in p.read_text()]
     assert offenders == []
+
+
+def test_training_doc_blocks_run():
+    blocks = _python_blocks(ROOT / "docs" / "training.md")
+    assert len(blocks) >= 3
+    for code in blocks:
+        exec(compile(code, "training.md", "exec"), {})
