@@ -5,6 +5,7 @@ build diffusion samplers on the same solver API. See README.md and docs/.
 """
 
 from .calculus import divergence
+from .consistency import ConsistencyFunction, ConsistencyRoles
 from .conversion import (
     PREDICTIONS,
     ContinuityResidual,
@@ -44,7 +45,6 @@ from .generative import (
     SAMPLERS,
     TOY_DATA,
     ClassifierFreeGuidance,
-    ConsistencyPrecond,
     DenoisingScoreMatching,
     EDMLoss,
     EDMPrecond,
@@ -143,7 +143,8 @@ __all__ = [
     "SAMPLERS", "sample", "SampleResult", "SamplerRun", "initial_noise", "sample_euler", "sample_heun",
     "sample_euler_maruyama", "sample_pc", "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_unipc", "sample_adaptive",
     "SAMPLER_SPECS", "sampler", "Grid3D", "divergence",
-    "MLPNet", "UNet", "EDMPrecond", "ConsistencyPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided",
+    "MLPNet", "UNet", "EDMPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided",
+    "ConsistencyFunction", "ConsistencyRoles",
     "DenoisingScoreMatching", "EDMLoss", "Trainer", "TrainConfig", "EMA", "load_model", "build_model",
     "score_error", "nll_gap", "sampler_error",
     "__version__",

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from sdeflow.consistency import ConsistencyFunction, consistency_coefficients
 from sdeflow.conversion.parameterization import PREDICTIONS, convert_prediction
 from sdeflow.generative.config import build_model
 from sdeflow.generative.mixture import GaussianMixture
@@ -26,10 +27,8 @@ from sdeflow.generative.networks import (
 from sdeflow.generative.precond import (
     SDES,
     ClassifierFreeGuidance,
-    ConsistencyPrecond,
     EDMPrecond,
     SDEPrecond,
-    consistency_coefficients,
     edm_coefficients,
     estimate_sigma_data,
     guidance_from_scale,
@@ -130,7 +129,7 @@ def _models():
         "sde": SDEPrecond(_mlp(num_classes=3), sde="ve", sde_args={"sigma_max": 20.0}, prediction="v",
                           time_scale=2.0, sigma_data=1.0),
         "cfg": guided(EDMPrecond(_mlp(num_classes=3)), 1.5),
-        "consistency": ConsistencyPrecond(_mlp(n_extra=1), sigma_data=0.8, sigma_min=0.01),
+        "consistency": ConsistencyFunction(_mlp(n_extra=1), sigma_data=0.8, eps=0.01, parameterization="ctm"),
     }
 
 
@@ -246,7 +245,8 @@ def test_edm_coefficients(sigma, sigma_data):
 @given(sigma_data=st.floats(0.1, 5.0), sigma_min=st.floats(1e-4, 0.1), sigma=st.floats(0.0, 100.0))
 @settings(max_examples=15)
 def test_consistency_boundary_condition_and_coefficients(sigma_data, sigma_min, sigma):
-    f = ConsistencyPrecond(_mlp(dim=3, n_extra=1).double(), sigma_data=sigma_data, sigma_min=sigma_min)
+    # The consistency function's "cm" coefficients share EDM's c_in, c_noise (more in test_consistency_function.py).
+    f = ConsistencyFunction(_mlp(dim=3, n_extra=1).double(), sigma_data=sigma_data, eps=sigma_min)
     x = torch.randn(4, 3, dtype=torch.float64)
     extra = torch.randn(4, 1, dtype=torch.float64)
     assert torch.equal(f(x, sigma_min, extra=extra), x)  # f(x, ε) = x for any network
@@ -255,10 +255,11 @@ def test_consistency_boundary_condition_and_coefficients(sigma_data, sigma_min, 
     off = max(sigma - sigma_min, 0.0)
     assert float(c_skip) == pytest.approx(sigma_data**2 / (off**2 + sigma_data**2), rel=1e-12)
     assert float(c_out) == pytest.approx(sigma_data * off / math.sqrt(sigma_data**2 + sigma**2), rel=1e-12, abs=1e-300)
-    e_skip, e_out, e_in, e_noise = edm_coefficients(s, sigma_data)
+    e_skip, e_out, e_in, e_noise = edm_coefficients(s.clamp_min(sigma_min), sigma_data)
     assert torch.equal(c_in, e_in) and torch.equal(c_noise, e_noise)
     # With ε = 0 the consistency parameterization is EDM's.
     z = consistency_coefficients(s, sigma_data, 0.0)
+    e_skip, e_out, _, _ = edm_coefficients(s, sigma_data)
     assert torch.allclose(z[0], e_skip, rtol=1e-14) and torch.allclose(z[1], e_out, rtol=1e-14)
 
 

@@ -9,10 +9,8 @@ from .mixture import GaussianMixture
 from .networks import MLPNet, UNet, count_parameters, flops_per_call, model_summary
 from .precond import (
     ClassifierFreeGuidance,
-    ConsistencyPrecond,
     EDMPrecond,
     SDEPrecond,
-    consistency_coefficients,
     edm_coefficients,
     estimate_sigma_data,
     guidance_from_scale,
@@ -68,8 +66,8 @@ __all__ = [
     "euler_step", "heun_step", "dpmpp_2m_step", "euler_maruyama_step",
     "MODELS", "Configurable", "register_model", "build_model",
     "MLPNet", "UNet", "count_parameters", "flops_per_call", "model_summary",
-    "EDMPrecond", "ConsistencyPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided", "edm_coefficients",
-    "consistency_coefficients", "estimate_sigma_data", "scale_from_guidance", "guidance_from_scale",
+    "EDMPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided", "edm_coefficients",
+    "estimate_sigma_data", "scale_from_guidance", "guidance_from_scale",
     "DenoisingScoreMatching", "EDMLoss", "LogNormalSigma", "SquaredL2", "PseudoHuber", "drop_labels", "DSM_WEIGHTINGS",
     "Trainer", "TrainConfig", "TrainResult", "EMA", "lr_at",
     "save_checkpoint", "read_checkpoint", "list_checkpoints", "load_model", "CheckpointError",

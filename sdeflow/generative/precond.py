@@ -6,8 +6,8 @@ Every wrapper here is a denoiser in the samplers' convention (:mod:`sdeflow.gene
 shape. The conditioning (``class_labels``, ``extra``) arrives as keyword arguments, so
 ``sample_heun(D, x, sigmas, model_kwargs={"class_labels": y})`` passes labels through.
 
-* :class:`EDMPrecond` — ``D = c_skip x + c_out F(c_in x, c_noise)`` (Karras et al. 2022), and
-  :class:`ConsistencyPrecond`, the consistency-function form with ``f(x, ε) = x`` (Song et al. 2023).
+* :class:`EDMPrecond` — ``D = c_skip x + c_out F(c_in x, c_noise)`` (Karras et al. 2022). (The
+  consistency-function form with ``f(x, ε) = x`` is :class:`sdeflow.consistency.ConsistencyFunction`.)
 * :class:`SDEPrecond` — a raw network trained on a VP / sub-VP / VE / EDM SDE in its own time
   variable, as ``model(x_t, t)`` of prediction score/ε/x0/v (:meth:`SDEPrecond.raw_model`, what its
   losses train), turned into ``D`` by :func:`sdeflow.denoiser_from_model`.
@@ -32,12 +32,10 @@ from .config import Configurable, register_model
 __all__ = [
     "SDES",
     "EDMPrecond",
-    "ConsistencyPrecond",
     "SDEPrecond",
     "ClassifierFreeGuidance",
     "guided",
     "edm_coefficients",
-    "consistency_coefficients",
     "estimate_sigma_data",
     "scale_from_guidance",
     "guidance_from_scale",
@@ -184,8 +182,8 @@ class EDMPrecond(_Wrapper):
     ``forward(x, sigma, class_labels=None, extra=None)``: ``x`` (B, *event), ``sigma`` (B,) or a scalar
     (>= 0; ``D(x, 0) = x``) -> (B, *event).
 
-    A subclass changes the parameterization by overriding :meth:`coefficients` alone (as
-    :class:`ConsistencyPrecond` does); ``forward`` and the conditioning stay the same.
+    A subclass changes the parameterization by overriding :meth:`coefficients` alone; ``forward`` and
+    the conditioning stay the same.
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5) -> None:
@@ -218,53 +216,6 @@ class EDMPrecond(_Wrapper):
 
     def extra_repr(self) -> str:
         return f"sigma_data={self.sigma_data:g}"
-
-
-def consistency_coefficients(sigma: Tensor, sigma_data: float, sigma_min: float
-                             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The consistency-model ``(c_skip, c_out, c_in, c_noise)`` (Song et al. 2023; docs/concepts.md §6).
-
-    ``c_skip = σ_d²/((σ − ε)² + σ_d²)``, ``c_out = σ_d (σ − ε)/√(σ_d² + σ²)`` with ``ε = sigma_min``;
-    ``c_in`` and ``c_noise`` as in :func:`edm_coefficients`. At ``σ = ε``: ``c_skip = 1``, ``c_out = 0``, so
-    ``f(x, ε) = x`` for any network (the boundary condition). Below ``ε`` the offset ``σ − ε`` is clamped
-    at 0 (``f = x``).
-    """
-    _, _, c_in, c_noise = edm_coefficients(sigma, sigma_data)
-    sd2 = torch.full_like(sigma, sigma_data * sigma_data)
-    off = (sigma - sigma_min).clamp_min(0)
-    c_skip = sd2 / (off * off + sd2)
-    c_out = sigma_data * off * torch.rsqrt(sigma * sigma + sd2)
-    return c_skip, c_out, c_in, c_noise
-
-
-@register_model("consistency_precond")
-class ConsistencyPrecond(EDMPrecond):
-    """The consistency-function parameterization ``f(x, σ) = c_skip x + c_out F(c_in x, c_noise, ...)``.
-
-    :class:`EDMPrecond` with :func:`consistency_coefficients`: ``f(x, sigma_min) = x`` exactly for any
-    network (docs/concepts.md §6). The signature and conditioning are EDMPrecond's: a guidance scale
-    for a latent-consistency student goes in as ``extra`` (a network built with ``n_extra=1``).
-
-    Args:
-        net: the raw network ``F(x, c_noise, class_labels=None, extra=None)``.
-        sigma_data: the data's std (0.5 for images in [−1, 1]).
-        sigma_min: ε, the smallest noise level (the boundary of the consistency function).
-    """
-
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002) -> None:
-        super().__init__(net, sigma_data)
-        if isinstance(sigma_min, bool) or not isinstance(sigma_min, (int, float)) or not 0 <= sigma_min < math.inf:
-            raise ValueError(f"sigma_min must be a finite number >= 0 (ε, the boundary noise level); "
-                             f"got {sigma_min!r}.")
-        self._record(net, "net", sigma_data=float(sigma_data), sigma_min=float(sigma_min))
-        self.sigma_min = float(sigma_min)
-
-    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(c_skip, c_out, c_in, c_noise)`` at ``sigma`` (:func:`consistency_coefficients`)."""
-        return consistency_coefficients(sigma, self.sigma_data, self.sigma_min)
-
-    def extra_repr(self) -> str:
-        return f"sigma_data={self.sigma_data:g}, sigma_min={self.sigma_min:g}"
 
 
 # -- a network in an SDE's own time ------------------------------------------------------------------
