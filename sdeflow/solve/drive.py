@@ -124,10 +124,10 @@ def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None
                        compile_time=integrator.compile_time)
     stats.wall_time = time.perf_counter() - tick - stats.compile_time
     if keep is not None and bool(torch.isfinite(torch.stack(keep.sums).sum())):
-        status = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device)  # every saved value finite
+        status, n_bad = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device), 0  # every value finite
     else:
         status = path_status(xs)
-    n_bad = int(status.sum())
+        n_bad = int(status.sum())
     if n_bad:
         warnings.warn(
             f"{n_bad} of {x0.shape[0]} paths became NaN or infinite (see Solution.status); "
