@@ -239,20 +239,29 @@ def _checked(owner: object, work: SDE, t0: float, x0: Tensor, method_cls: type[N
 
 
 # -- grids ---------------------------------------------------------------------------------------------------
-_GRIDS: OrderedDict[Hashable, Any] = OrderedDict()
-_GRIDS_MAX = 64
+_GRIDS: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+_GRIDS_MAX = 64  # entries
+_GRIDS_MAX_STEPS = 1 << 19  # grid points held over all entries (time tensors are one object per point)
+_grid_steps = 0
 
 
-def _memo(key: Hashable, make: Callable[[], Any]) -> Any:
-    """A small LRU table for what depends only on the times and options (never on an SDE)."""
+def _memo(key: Hashable, make: Callable[[], Any], size: Callable[[Any], int] = lambda v: 1) -> Any:
+    """A small LRU table for what depends only on the times and options (never on an SDE), bounded in
+    entries and in the grid points they hold (``size(value)``, weighted by the memory per point); an
+    entry above the bound is not kept."""
+    global _grid_steps
     hit = _GRIDS.get(key)
-    if hit is None:
-        hit = _GRIDS[key] = make()
-        if len(_GRIDS) > _GRIDS_MAX:
-            _GRIDS.popitem(last=False)
-    else:
+    if hit is not None:
         _GRIDS.move_to_end(key)
-    return hit
+        return hit[0]
+    value = make()
+    size = size(value)
+    if size <= _GRIDS_MAX_STEPS:
+        _GRIDS[key] = (value, size)
+        _grid_steps += size
+        while len(_GRIDS) > _GRIDS_MAX or _grid_steps > _GRIDS_MAX_STEPS:
+            _grid_steps -= _GRIDS.popitem(last=False)[1][1]
+    return value
 
 
 def _time_tolerance(ts: object, ts_np: np.ndarray) -> float:
@@ -406,8 +415,9 @@ def plan_simulation(
     key = (s.tobytes(), dt, decreasing, x0.dtype, x0.device, torch.is_inference_mode_enabled())
     if native:
         tol = _time_tolerance(ts, ts_np)
-        times, grid_save = _memo(("grid", s.tobytes(), dt, tol), lambda: _grid(s, dt, tol))
-        grid = _memo(("tensors", tol, *key), lambda: _grid_tensors(times, x0))
+        times, grid_save = _memo(("grid", s.tobytes(), dt, tol), lambda: _grid(s, dt, tol),
+                                 size=lambda v: len(v[0]) // 8)
+        grid = _memo(("tensors", tol, *key), lambda: _grid_tensors(times, x0), size=lambda v: len(v.dts))
         if save == "ts":
             save_index = grid_save
         elif save == "final":
@@ -420,14 +430,15 @@ def plan_simulation(
     else:
         times, grid, save_index = s, None, tuple(range(len(s))) if save != "final" else (len(s) - 1,)
     ts_out = _memo(("ts_out", save, *key, native and save == "steps" and tol),
-                   lambda: _out_times(ts_np, times, save, decreasing, native, x0))
+                   lambda: _out_times(ts_np, times, save, decreasing, native, x0), size=lambda v: len(v) // 64)
     shape = _noise_shape(sde, x0, m)
     noise = None
     if native and bm is None and compile != "triton":
         space_time = cls.needs_space_time
         noise = _memo(("noise", *key, tol, shape, chunk, space_time),
                       lambda: noise_schedule(grid.dts_np, shape, device=x0.device, dtype=x0.dtype,
-                                             space_time=space_time, chunk_steps=chunk))
+                                             space_time=space_time, chunk_steps=chunk),
+                      size=lambda v: len(v.sqrt_dt_host) // 2)
     integrator = "torchsde" if not native else "triton" if compile == "triton" else "compiled" if compile else "eager"
     work_bm = ReflectedBrownian(bm) if (bm is not None and decreasing) else bm
     return SimulationPlan(
