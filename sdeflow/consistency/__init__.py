@@ -6,6 +6,14 @@ Roles (the names used throughout): ``student`` — the trained :class:`Consisten
 (:class:`ConsistencyRoles`).
 """
 
+from .exact import (
+    ExactConsistencyFunction,
+    SelfConsistencyError,
+    exact_consistency_function,
+    gaussian_consistency_function,
+    pf_ode_trajectory,
+    self_consistency_error,
+)
 from .function import (
     PARAMETERIZATIONS,
     ConsistencyFunction,
@@ -14,6 +22,7 @@ from .function import (
     edm_to_trigflow_time,
     trigflow_to_edm_time,
 )
+from .sampling import TauSearch, sample_consistency, search_taus
 
 __all__ = [
     "PARAMETERIZATIONS",
@@ -22,4 +31,13 @@ __all__ = [
     "consistency_coefficients",
     "edm_to_trigflow_time",
     "trigflow_to_edm_time",
+    "ExactConsistencyFunction",
+    "exact_consistency_function",
+    "gaussian_consistency_function",
+    "pf_ode_trajectory",
+    "SelfConsistencyError",
+    "self_consistency_error",
+    "sample_consistency",
+    "search_taus",
+    "TauSearch",
 ]
