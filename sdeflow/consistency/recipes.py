@@ -1,0 +1,306 @@
+"""Ready consistency-model training setups for the built-in 2-D data: student, loss, teacher, data, config.
+
+:func:`consistency_recipe` builds one of five modes — ``cd`` (distillation), ``ct``, ``ict``, ``ect``,
+``scm`` — from the presets of :mod:`sdeflow.consistency.presets` adapted to toy data (σ_data estimated
+from the data, lognormal σ distributions shifted by ``ln(σ_data/0.5)`` as the score recipe does, short
+runs), and :func:`evaluate_consistency` measures a trained consistency function the way the issue's
+benchmark does: 1- and 2-step ΔNLL under the exact mixture with standard errors, the pathwise error of
+the one-step map against the exact consistency function f* from the same ``x_T``, and the
+self-consistency error. ``sdeflow train consistency`` and ``benchmarks/bench_consistency.py`` use both.
+
+The three roles (docs/consistency.md): the recipe's ``model`` is the ``student``; the ``target`` is the
+trainer's EMA copy named ``"target"`` (CD, CT) or the student itself (iCT, ECT, sCM); the ``teacher``
+(``recipe.teacher``) is the exact mixture denoiser (``teacher="exact"``), a score model loaded from a
+checkpoint path, or a module, and None for CT/iCT/sCT.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..generative.losses import PseudoHuber, SquaredL2
+from ..generative.mixture import GaussianMixture
+from ..generative.networks import MLPNet
+from ..generative.precond import estimate_sigma_data
+from ..generative.recipes import _check_data, toy_mixture, toy_sampler
+from ..generative.training import EMA, TrainConfig
+from .function import ConsistencyFunction
+from .losses import (
+    ConsistencyDistillation,
+    ConsistencyTraining,
+    ContinuousConsistency,
+    EasyConsistencyTuning,
+)
+from .presets import cm2023, ect2024, ict2023, scm2024
+
+__all__ = ["CONSISTENCY_MODES", "ConsistencyRecipe", "consistency_recipe", "evaluate_consistency",
+           "format_consistency_evaluation", "load_teacher"]
+
+CONSISTENCY_MODES: tuple[str, ...] = ("cd", "ct", "ict", "ect", "scm")
+_EPS, _T = 0.002, 80.0
+
+
+@dataclass
+class ConsistencyRecipe:
+    """Everything :class:`sdeflow.Trainer` needs for a consistency run, and the roles by name.
+
+    Attributes:
+        model: the ``student`` (a :class:`ConsistencyFunction` around an :class:`MLPNet`).
+        loss: the consistency loss (binds its ``target`` from the trainer's EMA copies).
+        data: ``sample(n, generator)``.
+        config: the training config (EMA copies ``"target"`` where the target is an EMA, and ``"ema"``,
+            the copy that is evaluated and sampled).
+        teacher: the frozen denoiser (distillation) or None.
+        metadata: facts saved with the checkpoints.
+        mixture: the exact mixture of the data set (gmm8, ring) or None.
+    """
+
+    model: ConsistencyFunction
+    loss: Callable[..., Tensor]
+    data: Callable[[int, torch.Generator], Tensor]
+    config: TrainConfig
+    teacher: Callable[..., Tensor] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    mixture: GaussianMixture | None = None
+
+
+def load_teacher(teacher: object, data: str) -> tuple[Callable[..., Tensor] | None, str]:
+    """The teacher denoiser and its description: ``"exact"`` (the data's mixture), a checkpoint path, a module, None."""
+    if teacher is None or teacher == "none":
+        return None, "none"
+    if teacher == "exact":
+        mixture = toy_mixture(data)
+        if mixture is None:
+            raise ValueError(f"teacher='exact' needs a Gaussian-mixture data set (gmm8, ring); {data!r} has no exact "
+                             f"denoiser: pass the path of a score model trained by `sdeflow train score`.")
+        return mixture.as_denoiser(), "exact"
+    if isinstance(teacher, (str, Path)):
+        from ..generative.checkpoint import load_model
+
+        model = load_model(teacher)
+        if isinstance(model, ConsistencyFunction):
+            raise ValueError(f"teacher {str(teacher)!r} is a consistency model; a teacher is a score model (a "
+                             f"denoiser), e.g. from `sdeflow train score`.")
+        return model.eval().requires_grad_(False), str(teacher)
+    if callable(teacher):
+        if isinstance(teacher, nn.Module):
+            teacher.eval().requires_grad_(False)
+        return teacher, type(teacher).__name__  # type: ignore[return-value]
+    raise TypeError(f"teacher must be 'exact', a checkpoint path, a denoiser module/callable or None; got "
+                    f"{type(teacher).__name__}.")
+
+
+def consistency_recipe(
+    mode: str = "cd",
+    data: str = "gmm8",
+    teacher: object = "default",
+    *,
+    iters: int = 20_000,
+    batch_size: int = 512,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    hidden: int = 256,
+    depth: int = 3,
+    emb_dim: int = 64,
+    solver: str = "heun",
+    n_points: int | None = None,
+    target_beta: float | None = None,
+    eval_beta: float = 0.999,
+    time_budget: float | None = None,
+    progress: bool = False,
+    checkpoint_every: int = 0,
+    network: Mapping[str, Any] | None = None,
+) -> ConsistencyRecipe:
+    """The consistency-model setup ``mode`` for toy data set ``data``.
+
+    Args:
+        mode: ``"cd"`` (distillation: :func:`presets.cm2023` CD with the teacher step ``solver``),
+            ``"ct"`` (:func:`presets.cm2023` CT: N(k), μ(k)), ``"ict"`` (:func:`presets.ict2023`),
+            ``"ect"`` (:func:`presets.ect2024`: the student starts from the teacher's network, which must be
+            a trained ``EDMPrecond``), ``"scm"`` (:func:`presets.scm2024`: sCD with a teacher, sCT with
+            ``teacher=None``; a TrigFlow student).
+        data: a built-in data set (``gmm8``, ``ring``, ``moons``, ``swissroll``, ``checkerboard``).
+        teacher: ``"exact"`` (the data's exact mixture denoiser), a checkpoint path (a score model, via
+            :func:`sdeflow.load_model`), a denoiser module, or None. ``"default"``: ``"exact"`` for cd/scm,
+            None for ct/ict; ect needs a trained score model.
+        iters, batch_size, lr, seed, device, time_budget, progress, checkpoint_every: the run
+            (``lr`` None: 2e-4 for cd/ct/ict (the brief's reference), 1e-4 for ect/scm fine-tuning-like runs).
+        hidden, depth, emb_dim, network: the :class:`MLPNet` (``network`` overrides its arguments).
+        solver, n_points: the CD teacher step and grid size (default: the preset's N = 18).
+        target_beta: the CD target EMA rate μ (default: the preset's 0.95).
+        eval_beta: the rate of the EMA copy ``"ema"`` that is evaluated and sampled.
+    """
+    if mode not in CONSISTENCY_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CONSISTENCY_MODES)}; got {mode!r}.")
+    name = _check_data(data)
+    if teacher == "default":
+        teacher = "exact" if mode in ("cd", "scm") else None
+    if mode in ("ct", "ict") and teacher is not None:
+        raise ValueError(f"mode {mode!r} trains without a teacher; pass teacher=None (or use mode='cd').")
+    if mode == "cd" and teacher is None:
+        raise ValueError("mode 'cd' needs a teacher: 'exact' (mixture data) or a score-model checkpoint path.")
+    teacher_fn, teacher_desc = load_teacher(teacher, name)
+    sample = toy_sampler(name)
+    reference = sample(100_000, torch.Generator().manual_seed(10_000 + seed))
+    sigma_data = estimate_sigma_data(reference)
+    shift = math.log(sigma_data / 0.5)
+    d = int(reference[0].numel())
+    if lr is None:
+        lr = 1e-4 if mode in ("ect", "scm") else 2e-4
+    net_args = {"hidden": hidden, "depth": depth, "emb_dim": emb_dim, "seed": seed, **dict(network or {})}
+    parameterization = "trigflow" if mode == "scm" else "cm"
+    if mode == "ect":
+        inner = getattr(teacher_fn, "net", None)
+        if not isinstance(inner, nn.Module):
+            raise ValueError("mode 'ect' fine-tunes a trained score model: pass teacher=PATH of an EDM score model "
+                             "(`sdeflow train score --sde edm`) or an EDMPrecond; its network initialises the student.")
+        net = copy.deepcopy(inner).requires_grad_(True).train()
+        sigma_data = float(getattr(teacher_fn, "sigma_data", sigma_data))
+    else:
+        net = MLPNet(d, **net_args)
+    student = ConsistencyFunction(net, sigma_data=sigma_data, eps=_EPS, T=_T, parameterization=parameterization)
+    emas = [EMA("ema", beta=eval_beta, warmup=1.0)]
+    meta: dict[str, Any] = {"task": "consistency", "mode": mode, "data": name, "sigma_data": sigma_data,
+                            "teacher": teacher_desc}
+    loss: Callable[..., Tensor]
+    if mode == "cd":
+        p = cm2023()
+        n = p.cd_n_points if n_points is None else n_points
+        mu = p.cd_target_ema if target_beta is None else target_beta
+        loss = ConsistencyDistillation(teacher_fn, solver=solver, n_points=n, eps=_EPS, T=_T, rho=p.rho,
+                                       distance=SquaredL2(), weighting="uniform", target="ema",
+                                       teacher_dtype=torch.float64 if teacher_desc == "exact" else None)
+        emas.append(EMA("target", beta=mu))
+        meta["loss"] = {"kind": "cd", "solver": solver, "n_points": n, "target_beta": mu}
+    elif mode == "ct":
+        p = cm2023()
+        loss = ConsistencyTraining("cm", s0=p.ct_s0, s1=p.ct_s1, mu0=p.ct_mu0, eps=_EPS, T=_T, rho=p.rho,
+                                   distance=SquaredL2(), target="ema")
+        emas.append(EMA("target", beta=p.ct_mu0))  # the rate is μ(k) from loss.ema_beta
+        meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": p.ct_s1, "mu0": p.ct_mu0}
+    elif mode == "ict":
+        p = ict2023()
+        loss = ConsistencyTraining("ict", s0=p.s0, s1=p.s1, eps=_EPS, T=_T, rho=p.rho,
+                                   distance=PseudoHuber(p.huber_c(d), elementwise=p.huber_elementwise),
+                                   weighting="inverse_gap", target="student", sigma_sampling="lognormal",
+                                   P_mean=p.P_mean + shift, P_std=p.P_std)
+        meta["loss"] = {"kind": "ict", "s0": p.s0, "s1": p.s1, "c": p.huber_c(d), "P_mean": p.P_mean + shift}
+    elif mode == "ect":
+        p = ect2024()
+        loss = EasyConsistencyTuning(P_mean=p.P_mean + shift, P_std=p.P_std, q=p.q, k=p.k, b=p.b, stages=p.stages,
+                                     eps=_EPS, T=_T, distance=PseudoHuber(p.huber_c(d)), target="student")
+        meta["loss"] = {"kind": "ect", "q": p.q, "k": p.k, "b": p.b, "stages": p.stages, "P_mean": p.P_mean + shift}
+    else:
+        p = scm2024()
+        loss = ContinuousConsistency(teacher_fn, sigma_data=sigma_data, P_mean=p.P_mean + shift, P_std=p.P_std,
+                                     tangent_c=p.tangent_c, warmup=max(1, int(p.warmup_fraction * iters)),
+                                     eps=_EPS, T=_T)
+        meta["loss"] = {"kind": "scd" if teacher_fn is not None else "sct", "P_mean": p.P_mean + shift,
+                        "tangent_c": p.tangent_c}
+    config = TrainConfig(iters=iters, batch_size=batch_size, lr=lr, warmup=max(1, iters // 50), decay="cosine",
+                         min_lr_ratio=0.01, grad_clip=1.0, ema=tuple(emas), seed=seed, device=device,
+                         progress=progress, time_budget=time_budget, log_every=max(1, min(500, iters // 20)),
+                         checkpoint_every=checkpoint_every)
+    return ConsistencyRecipe(model=student, loss=loss, data=sample, config=config, teacher=teacher_fn,
+                             metadata=meta, mixture=toy_mixture(name))
+
+
+def _one_and_two_step(model: Callable[..., Tensor], x_T: Tensor, tau: float, seed: int) -> tuple[Tensor, Tensor]:
+    """1-step ``f(x_T, T)`` and 2-step ``f(x1 + √(τ² − ε²) z, τ)`` samples (float64 results)."""
+    from ..generative.evaluation import model_dtype
+
+    dtype = model_dtype(model, torch.float32)
+    with torch.no_grad():
+        x1 = model(x_T.to(dtype), torch.full((x_T.shape[0],), _T, dtype=dtype)).to(torch.float64)
+        z = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+        xt = x1 + math.sqrt(tau * tau - _EPS * _EPS) * z
+        x2 = model(xt.to(dtype), torch.full((x_T.shape[0],), tau, dtype=dtype)).to(torch.float64)
+    return x1, x2
+
+
+def evaluate_consistency(
+    model: Callable[..., Tensor],
+    data: str,
+    *,
+    n_samples: int = 20_000,
+    seed: int = 0,
+    tau: float | None = None,
+    pathwise_points: int = 4096,
+) -> dict[str, Any]:
+    """The evaluation table of a consistency function ``model(x, σ)`` trained on toy data ``data`` (a dict).
+
+    ``x_T = 80·z`` from ``torch.Generator().manual_seed(seed)`` in float64 (the convention of
+    ``benchmarks/bench_samplers.py``). Mixtures: 1- and 2-step ΔNLL under the exact density with standard
+    errors; ``pathwise``: RMS of the one-step map ``f(x_T, T)`` against the exact ``f*(x_T, T)`` on the
+    first ``pathwise_points`` starting points; the self-consistency error by σ bucket
+    (:func:`sdeflow.consistency.self_consistency_error`). Other data: energy distances to held-out data
+    with permutation p-values, 1- and 2-step. ``tau`` is the 2-step intermediate level (default: 2.0 ·
+    σ_data/0.5 clipped to [0.2, 10], a scale-aware middle; :func:`sdeflow.consistency.search_taus`
+    finds better ones).
+    """
+    from ..generative.metrics import mixture_sample_quality, pathwise_rms
+
+    name = _check_data(data)
+    mixture = toy_mixture(name)
+    sd = float(getattr(model, "sigma_data", 0.5))
+    tau = float(tau) if tau is not None else min(10.0, max(0.2, 2.0 * sd / 0.5 * 0.5))
+    x_T = _T * torch.randn(n_samples, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x1, x2 = _one_and_two_step(model, x_T, tau, seed)
+    out: dict[str, Any] = {"data": name, "n_samples": n_samples, "tau": tau}
+    if mixture is not None:
+        q1, q2 = mixture_sample_quality(mixture, x1), mixture_sample_quality(mixture, x2)
+        out.update(delta_nll_1=q1.delta_nll, delta_nll_1_se=q1.delta_nll_se, delta_nll_2=q2.delta_nll,
+                   delta_nll_2_se=q2.delta_nll_se)
+        from . import exact as _exact
+
+        m = min(pathwise_points, n_samples)
+        f_star = _exact.exact_consistency_function(mixture, eps=_EPS)
+        ref = f_star(x_T[:m], torch.full((m,), _T, dtype=torch.float64))
+        out["pathwise"] = pathwise_rms(x1[:m], ref)
+        out["self_consistency"] = _self_consistency_summary(model, mixture, seed)
+        return out
+    from ..verify.stats import energy_test
+
+    held_out = toy_sampler(name, torch.float64)(n_samples, torch.Generator().manual_seed(20_000 + seed))
+    for k, xs in (("1", x1), ("2", x2)):
+        stat, p = energy_test(xs, held_out, generator=seed, max_points=2000)
+        out[f"energy_{k}"], out[f"energy_{k}_p"] = stat, p
+    return out
+
+
+def _self_consistency_summary(model: Callable[..., Tensor], mixture: GaussianMixture, seed: int) -> list[dict]:
+    from . import exact as _exact
+
+    res = _exact.self_consistency_error(model, mixture, n=512, generator=seed)
+    rows = getattr(res, "rows", None)
+    return rows() if callable(rows) else list(res)
+
+
+def format_consistency_evaluation(ev: Mapping[str, Any]) -> str:
+    """A text table of :func:`evaluate_consistency`'s result."""
+    lines = [f"evaluation on {ev['data']} ({ev['n_samples']} samples; 2-step τ = {ev['tau']:.3g})"]
+    if "delta_nll_1" in ev:
+        lines.append(f"  ΔNLL 1-step            {ev['delta_nll_1']:.4f} ± {ev['delta_nll_1_se']:.4f} nats")
+        lines.append(f"  ΔNLL 2-step            {ev['delta_nll_2']:.4f} ± {ev['delta_nll_2_se']:.4f} nats")
+        lines.append(f"  pathwise RMS to f*     {ev['pathwise']:.4f}  (one-step map, same x_T)")
+        sc = ev.get("self_consistency") or []
+        if sc:
+            keys = [k for k in sc[0] if k != "n"]
+            lines.append("  self-consistency by σ: " + "  ".join(f"{k:>12}" for k in keys))
+            for row in sc:
+                lines.append("                         " + "  ".join(
+                    f"{row[k]:>12.4g}" if isinstance(row[k], float) else f"{row[k]!s:>12}" for k in keys))
+    else:
+        for k in ("1", "2"):
+            lines.append(f"  energy distance {k}-step   {ev[f'energy_{k}']:.5f}  "
+                         f"(permutation p = {ev[f'energy_{k}_p']:.3g})")
+    return "\n".join(lines)
