@@ -22,7 +22,8 @@ timed alternately (the machine may be shared) and the ratio plain time / simulat
 
 Usage::
 
-    python benchmarks/bench_simulate.py         # full CPU run (~3-4 min on 2 cores), appends RESULTS.md
+    python benchmarks/bench_simulate.py         # full CPU run (~4-5 min on 2 cores, with the per-call
+                                                # probe), appends RESULTS.md
     python benchmarks/bench_simulate.py --overhead      # per-call overhead vs a plain loop (~1 min)
     python benchmarks/bench_simulate.py --quick --no-write
     python benchmarks/bench_simulate.py --device cuda --json /tmp/sim.json
@@ -182,6 +183,21 @@ def overhead_probe(device: torch.device, repeats: int = 15) -> list[dict]:
                          "plain_ms": best["plain"] * 1e3, "ratio": ratio,
                          "goal": "pass" if ratio >= GOAL_OVERHEAD else "FAIL"})
     return rows
+
+
+def print_overhead(rows: list[dict]) -> None:
+    for r in rows:
+        print(f"  B={r['B']:>5} d={r['d']:>2} {r['call']:<36} steps {r['steps']:>5}: simulate "
+              f"{r['simulate_ms']:8.2f} ms, plain loop {r['plain_ms']:8.2f} ms, plain/simulate "
+              f"{r['ratio']:.3f} (goal >= {GOAL_OVERHEAD}: {r['goal']})")
+
+
+def render_overhead(rows: list[dict]) -> str:
+    header = ["B", "d", "call", "steps", "simulate ms", "plain loop ms", "plain/simulate",
+              f"≥{GOAL_OVERHEAD:g} (one call vs a plain loop)"]
+    body = [[r["B"], r["d"], r["call"], r["steps"], f"{r['simulate_ms']:.2f}", f"{r['plain_ms']:.2f}",
+             f"{r['ratio']:.3f}", r["goal"]] for r in rows]
+    return _common.markdown_table(header, body)
 
 
 def theory_std(t1: float) -> float:
@@ -376,10 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_simulate --overhead: OU, Euler–Maruyama, 1000 steps of dt={DT}, eager; machine: "
               f"{_common.machine_description(_common.machine_info(device))}")
         rows = overhead_probe(device)
-        for r in rows:
-            print(f"  B={r['B']:>5} d={r['d']:>2} {r['call']:<36} steps {r['steps']:>5}: simulate "
-                  f"{r['simulate_ms']:8.2f} ms, plain loop {r['plain_ms']:8.2f} ms, plain/simulate "
-                  f"{r['ratio']:.3f} (goal >= {GOAL_OVERHEAD}: {r['goal']})")
+        print_overhead(rows)
         if args.json:
             _common.dump_json({"benchmark": "bench_simulate --overhead", "utc": _common.utc_stamp(), "rows": rows},
                               args.json)
@@ -419,9 +432,22 @@ def main(argv: list[str] | None = None) -> int:
 
     table = render(rows)
     ok, fails = goal_summary(rows)
+    overhead_rows: list[dict] = []
+    if device.type == "cpu" and not args.quick and not args.sizes:
+        print("per-call probe (simulate() vs a plain loop, timed alternately):", flush=True)
+        overhead_rows = overhead_probe(device)
+        print_overhead(overhead_rows)
+        for r in overhead_rows:
+            if r["goal"] != "pass":
+                ok = False
+                fails.append(f"B={r['B']}, d={r['d']}, {r['call']}: plain/simulate = {r['ratio']:.3f} "
+                             f"< {GOAL_OVERHEAD:g}")
     summary = "Goals: all pass." if ok else "Goals: FAIL -- " + "; ".join(fails)
     print()
     print(table)
+    if overhead_rows:
+        print()
+        print(render_overhead(overhead_rows))
     print()
     print(summary)
 
@@ -438,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                                      *(argv if argv is not None else sys.argv[1:])]) + "`",
             "",
             table,
+            *(["", "One simulate() call against a plain loop in the same run (eager, as a new user calls it; "
+               "`--overhead` runs only this):", "", render_overhead(overhead_rows)] if overhead_rows else []),
             "",
             summary,
         ])
@@ -447,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         _common.dump_json({"benchmark": "bench_simulate", "utc": _common.utc_stamp(), "machine": info,
                            "params": {"theta": THETA, "mean": MEAN, "sigma": SIGMA, "dt": DT, "steps": steps,
                                       "seed": SEED, "quick": args.quick, "device": str(device)},
-                           "goals_pass": ok, "goal_failures": fails, "rows": rows}, args.json)
+                           "goals_pass": ok, "goal_failures": fails, "rows": rows,
+                           "overhead_rows": overhead_rows}, args.json)
         print(f"wrote {args.json}")
     return 0
 
