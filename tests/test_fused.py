@@ -108,3 +108,31 @@ def test_user_method_class_runs_compiled(monkeypatch):
         a = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, compile=True, chunk=10, method=Mine)
     b = sf.simulate(ou, x0, [0.0, 1.0], dt=0.01, generator=1, chunk=10)
     assert torch.equal(a.xs, b.xs) and a.stats.method == "mine"
+
+
+def test_which_chunks_are_fused(monkeypatch):
+    # With torch.compile replaced by the identity, the "compiled" chunks run as Python: record which
+    # blocks the integrator fuses. The rule: aligned full blocks of equal steps with no save point
+    # strictly inside; a progress bar's ticks (multiples of the chunk) change nothing.
+    from sdeflow.solve.plan import plan_simulation
+
+    fused_starts: list[int] = []
+    times: list[float] = []
+
+    def identity(fn, **kw):
+        def run(method, x, t0, dw, u):
+            fused_starts.append(times.index(float(t0)))  # the block's first grid index
+            return fn(method, x, t0, dw, u)
+        return run
+
+    monkeypatch.setattr(fused.torch, "compile", identity)
+    ou = sf.OrnsteinUhlenbeck(1.3, 0.2, 0.6)
+    x0 = torch.zeros(3, 2, dtype=torch.float64)
+    ts = [0.0, 0.05, 0.3, 1.0]  # saves at steps 4, 20, 65 (dt = 1/64): blocks [0,8) and [16,24) hold one
+    times.extend(plan_simulation(ou, x0, ts, dt=1 / 64).times.tolist())
+    sol = sf.simulate(ou, x0, ts, dt=1 / 64, generator=5, compile=True, chunk=8)
+    # 65 steps in blocks of 8; the last, [64, 65), is short
+    assert fused_starts == [8, 24, 32, 40, 48, 56] and sol.stats.steps == 65
+    fused_starts.clear()
+    again = sf.simulate(ou, x0, ts, dt=1 / 64, generator=5, compile=True, chunk=8, progress=True)
+    assert fused_starts == [8, 24, 32, 40, 48, 56] and torch.equal(again.xs, sol.xs)
