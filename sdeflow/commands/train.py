@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_parser", "run_score"]
+__all__ = ["add_parser", "run_score", "run_consistency"]
 
 
 def _fail(msg: str) -> int:
@@ -71,7 +71,100 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
     s.set_defaults(run=run_score)
+    _add_consistency_parser(kinds, TOY_DATASETS)
     p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+
+
+_CONSISTENCY_DOC = """``sdeflow train consistency``: train a consistency model (CD, CT, iCT, ECT, sCM) on 2-D data.
+
+The student is a ConsistencyFunction around an MLP; the teacher (distillation: cd, scm, and ect's
+initialisation) is the exact mixture denoiser (``--teacher exact``, gmm8/ring) or a score model trained by
+``sdeflow train score`` (``--teacher DIR``). Checkpoints go to ``--out DIR`` (loadable by ``sdeflow sample
+--model DIR --steps 1|2|3`` and ``sdeflow.load_model``); ``--resume`` continues the newest one, target EMA
+included. At the end the evaluation table is printed: 1- and 2-step ΔNLL under the exact mixture with
+standard errors, the pathwise error of the one-step map against the exact consistency function f* from the
+same x_T, and the self-consistency error by noise level (energy distances for non-mixture data).
+"""
+
+
+def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -> None:
+    from ..consistency.losses import TEACHER_SOLVERS
+    from ..consistency.recipes import CONSISTENCY_MODES
+
+    c = kinds.add_parser("consistency", help="a consistency model (distillation or training)",
+                         description=_CONSISTENCY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--mode", choices=list(CONSISTENCY_MODES), default="cd",
+                   help="cd (distillation), ct, ict, ect (fine-tune a score model), scm (default cd)")
+    c.add_argument("--teacher", default=None, metavar="exact|none|DIR",
+                   help="teacher: 'exact' (mixture data), 'none', or a score-model checkpoint folder "
+                        "(default: exact for cd/scm, none for ct/ict; ect needs DIR)")
+    c.add_argument("--data", choices=list(datasets), default="gmm8", help="built-in data set (default gmm8)")
+    c.add_argument("--iters", type=_positive_int, default=20_000, help="optimiser steps (default 20000)")
+    c.add_argument("--batch", type=_positive_int, default=512, help="batch size (default 512)")
+    c.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: the recipe's)")
+    c.add_argument("--solver", choices=list(TEACHER_SOLVERS), default="heun", help="CD teacher step (default heun)")
+    c.add_argument("--n-points", type=_positive_int, default=None, metavar="N", help="CD grid size N")
+    c.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="stop training after this many seconds (resumable, not bitwise reproducible)")
+    c.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
+    c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
+    c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    c.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="steps between checkpoints")
+    c.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
+                   help="samples for the final evaluation (default 20000)")
+    c.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
+    c.set_defaults(run=run_consistency)
+
+
+def run_consistency(args: argparse.Namespace) -> int:
+    from ..consistency.recipes import consistency_recipe, evaluate_consistency, format_consistency_evaluation
+    from ..generative.checkpoint import CheckpointError
+    from ..generative.training import Trainer
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return _fail("--device cuda requested but no CUDA device is available; use --device cpu")
+    out = _check_out(args.out, args.resume)
+    if isinstance(out, str):
+        return _fail(out)
+    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
+        return _fail(f"--json {args.json!r}: its folder does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher: object = "default" if args.teacher is None else (None if args.teacher == "none" else args.teacher)
+    if isinstance(teacher, str) and teacher not in ("default", "exact") and not Path(teacher).exists():
+        return _fail(f"--teacher {teacher!r}: no such checkpoint folder or file (or use 'exact' / 'none')")
+    try:
+        recipe = consistency_recipe(args.mode, args.data, teacher, iters=args.iters, batch_size=args.batch,
+                                    lr=args.lr, seed=args.seed, device=args.device, solver=args.solver,
+                                    n_points=args.n_points, time_budget=args.time_budget,
+                                    progress=not args.no_progress, checkpoint_every=max(0, args.checkpoint_every))
+        trainer = Trainer(recipe.model, recipe.loss, recipe.data, recipe.config, out_dir=out,
+                          metadata=recipe.metadata, resume=args.resume)
+    except (ValueError, TypeError, CheckpointError) as err:
+        return _fail(str(err))
+    print(f"training a consistency model: mode {args.mode}, data {args.data}, teacher {recipe.metadata['teacher']}, "
+          f"{args.iters} iterations of batch {args.batch}, device {args.device}, {torch.get_num_threads()} threads, "
+          f"seed {args.seed}" + (f" (resuming at step {trainer.step})" if trainer.step else ""))
+    tick = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        print("interrupted: the last complete checkpoint is kept; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"trained {result.steps} steps in {result.seconds:.1f} s ({result.stopped}); "
+          f"checkpoint {result.checkpoint}")
+    model = trainer.ema["ema"].eval()
+    ev = evaluate_consistency(model, args.data, n_samples=args.eval_samples, seed=args.seed)
+    ev["train_seconds"] = result.seconds
+    ev["train_steps"] = result.steps
+    print(format_consistency_evaluation(ev))
+    print(f"total {time.perf_counter() - tick:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(ev, indent=1))
+    return 0
 
 
 def _check_out(path: str, resume: bool) -> Path | str:

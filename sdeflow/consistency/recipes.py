@@ -42,7 +42,7 @@ from .losses import (
 from .presets import cm2023, ect2024, ict2023, scm2024
 
 __all__ = ["CONSISTENCY_MODES", "ConsistencyRecipe", "consistency_recipe", "evaluate_consistency",
-           "format_consistency_evaluation", "load_teacher"]
+           "format_consistency_evaluation", "load_teacher", "default_taus"]
 
 CONSISTENCY_MODES: tuple[str, ...] = ("cd", "ct", "ict", "ect", "scm")
 _EPS, _T = 0.002, 80.0
@@ -214,17 +214,34 @@ def consistency_recipe(
                              metadata=meta, mixture=toy_mixture(name))
 
 
-def _one_and_two_step(model: Callable[..., Tensor], x_T: Tensor, tau: float, seed: int) -> tuple[Tensor, Tensor]:
-    """1-step ``f(x_T, T)`` and 2-step ``f(x1 + √(τ² − ε²) z, τ)`` samples (float64 results)."""
+def _samples(model: Callable[..., Tensor], x_T: Tensor, taus: list[float], seed: int) -> Tensor:
+    """``sample_consistency`` from ``x_T`` in the model's dtype; float64 result."""
     from ..generative.evaluation import model_dtype
+    from .sampling import sample_consistency
 
     dtype = model_dtype(model, torch.float32)
-    with torch.no_grad():
-        x1 = model(x_T.to(dtype), torch.full((x_T.shape[0],), _T, dtype=dtype)).to(torch.float64)
-        z = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-        xt = x1 + math.sqrt(tau * tau - _EPS * _EPS) * z
-        x2 = model(xt.to(dtype), torch.full((x_T.shape[0],), tau, dtype=dtype)).to(torch.float64)
-    return x1, x2
+    res = sample_consistency(model, x_T.to(dtype), taus, generator=seed + 1, eps=_EPS)
+    return res.x.to(torch.float64)
+
+
+def default_taus(model: Callable[..., Tensor], data: str, *, seed: int = 0, n: int = 4096) -> list[float]:
+    """``[T, τ]`` for 2-step sampling: :func:`sdeflow.consistency.search_taus` on ΔNLL (mixture data) or on the
+    energy distance to held-out data (the others), on a batch of its own seed (not the evaluation's)."""
+    from .sampling import search_taus
+
+    name = _check_data(data)
+    mixture = toy_mixture(name)
+    if mixture is not None:
+        return list(search_taus(model, mixture, 2, n=n, T=_T, eps=_EPS, generator=10_000 + seed).taus)
+    from ..verify.stats import energy_test
+
+    ref = toy_sampler(name, torch.float64)(1000, torch.Generator().manual_seed(30_000 + seed))
+
+    def metric(x: Tensor) -> float:
+        return energy_test(x.to(torch.float64), ref, n_permutations=1, generator=0, max_points=1000)[0]
+
+    return list(search_taus(model, metric, 2, n=2000, T=_T, eps=_EPS, generator=10_000 + seed,
+                            event_shape=(2,), iterations=8).taus)
 
 
 def evaluate_consistency(
@@ -233,40 +250,42 @@ def evaluate_consistency(
     *,
     n_samples: int = 20_000,
     seed: int = 0,
-    tau: float | None = None,
+    taus: list[float] | None = None,
     pathwise_points: int = 4096,
+    self_consistency: bool = True,
 ) -> dict[str, Any]:
     """The evaluation table of a consistency function ``model(x, σ)`` trained on toy data ``data`` (a dict).
 
     ``x_T = 80·z`` from ``torch.Generator().manual_seed(seed)`` in float64 (the convention of
-    ``benchmarks/bench_samplers.py``). Mixtures: 1- and 2-step ΔNLL under the exact density with standard
-    errors; ``pathwise``: RMS of the one-step map ``f(x_T, T)`` against the exact ``f*(x_T, T)`` on the
-    first ``pathwise_points`` starting points; the self-consistency error by σ bucket
-    (:func:`sdeflow.consistency.self_consistency_error`). Other data: energy distances to held-out data
-    with permutation p-values, 1- and 2-step. ``tau`` is the 2-step intermediate level (default: 2.0 ·
-    σ_data/0.5 clipped to [0.2, 10], a scale-aware middle; :func:`sdeflow.consistency.search_taus`
-    finds better ones).
+    ``benchmarks/bench_samplers.py``); sampling by :func:`sdeflow.consistency.sample_consistency`.
+    Mixtures: 1- and 2-step ΔNLL under the exact density with standard errors; ``pathwise``: RMS of the
+    one-step map ``f(x_T, T)`` against the exact ``f*(x_T, T)`` (:func:`exact_consistency_function`) on the
+    first ``pathwise_points`` starting points; the self-consistency error by σ level
+    (:func:`sdeflow.consistency.self_consistency_error`, exact trajectories). Other data: energy distances
+    to held-out data with permutation p-values, 1- and 2-step. ``taus`` (``[T, τ]``) default to
+    :func:`default_taus`.
     """
     from ..generative.metrics import mixture_sample_quality, pathwise_rms
 
     name = _check_data(data)
     mixture = toy_mixture(name)
-    sd = float(getattr(model, "sigma_data", 0.5))
-    tau = float(tau) if tau is not None else min(10.0, max(0.2, 2.0 * sd / 0.5 * 0.5))
+    taus = list(taus) if taus is not None else default_taus(model, name, seed=seed)
     x_T = _T * torch.randn(n_samples, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    x1, x2 = _one_and_two_step(model, x_T, tau, seed)
-    out: dict[str, Any] = {"data": name, "n_samples": n_samples, "tau": tau}
+    x1 = _samples(model, x_T, [_T], seed)
+    x2 = _samples(model, x_T, taus, seed)
+    out: dict[str, Any] = {"data": name, "n_samples": n_samples, "taus": taus}
     if mixture is not None:
+        from .exact import exact_consistency_function, self_consistency_error
+
         q1, q2 = mixture_sample_quality(mixture, x1), mixture_sample_quality(mixture, x2)
         out.update(delta_nll_1=q1.delta_nll, delta_nll_1_se=q1.delta_nll_se, delta_nll_2=q2.delta_nll,
                    delta_nll_2_se=q2.delta_nll_se)
-        from . import exact as _exact
-
         m = min(pathwise_points, n_samples)
-        f_star = _exact.exact_consistency_function(mixture, eps=_EPS)
-        ref = f_star(x_T[:m], torch.full((m,), _T, dtype=torch.float64))
-        out["pathwise"] = pathwise_rms(x1[:m], ref)
-        out["self_consistency"] = _self_consistency_summary(model, mixture, seed)
+        f_star = exact_consistency_function(mixture, eps=_EPS)
+        out["pathwise"] = pathwise_rms(x1[:m], f_star(x_T[:m], torch.full((m,), _T, dtype=torch.float64)))
+        if self_consistency:
+            sc = self_consistency_error(model, mixture=mixture, n=512, eps=_EPS, T=_T, generator=seed)
+            out["self_consistency"] = sc.as_dict()
         return out
     from ..verify.stats import energy_test
 
@@ -277,28 +296,23 @@ def evaluate_consistency(
     return out
 
 
-def _self_consistency_summary(model: Callable[..., Tensor], mixture: GaussianMixture, seed: int) -> list[dict]:
-    from . import exact as _exact
-
-    res = _exact.self_consistency_error(model, mixture, n=512, generator=seed)
-    rows = getattr(res, "rows", None)
-    return rows() if callable(rows) else list(res)
-
-
 def format_consistency_evaluation(ev: Mapping[str, Any]) -> str:
     """A text table of :func:`evaluate_consistency`'s result."""
-    lines = [f"evaluation on {ev['data']} ({ev['n_samples']} samples; 2-step τ = {ev['tau']:.3g})"]
+    taus = ", ".join(f"{t:.4g}" for t in ev["taus"])
+    lines = [f"evaluation on {ev['data']} ({ev['n_samples']} samples; 2-step τ = [{taus}])"]
     if "delta_nll_1" in ev:
         lines.append(f"  ΔNLL 1-step            {ev['delta_nll_1']:.4f} ± {ev['delta_nll_1_se']:.4f} nats")
         lines.append(f"  ΔNLL 2-step            {ev['delta_nll_2']:.4f} ± {ev['delta_nll_2_se']:.4f} nats")
         lines.append(f"  pathwise RMS to f*     {ev['pathwise']:.4f}  (one-step map, same x_T)")
-        sc = ev.get("self_consistency") or []
+        sc = ev.get("self_consistency")
         if sc:
-            keys = [k for k in sc[0] if k != "n"]
-            lines.append("  self-consistency by σ: " + "  ".join(f"{k:>12}" for k in keys))
-            for row in sc:
-                lines.append("                         " + "  ".join(
-                    f"{row[k]:>12.4g}" if isinstance(row[k], float) else f"{row[k]!s:>12}" for k in keys))
+            lines.append(f"  self-consistency error vs f*: mean over levels {sc['mean_error']:.4f}, "
+                         f"at T {sc['one_step_error']:.4f} ({sc['n']} exact trajectories)")
+            lines.append("    sigma      to end     adjacent   vs f*")
+            for r in sc["rows"]:
+                adj = "-" if r["adjacent"] is None else f"{r['adjacent']:.4g}"
+                ex = "-" if r["exact"] is None else f"{r['exact']:.4g}"
+                lines.append(f"    {r['sigma']:<10.4g} {r['to_end']:<10.4g} {adj:<10} {ex}")
     else:
         for k in ("1", "2"):
             lines.append(f"  energy distance {k}-step   {ev[f'energy_{k}']:.5f}  "
