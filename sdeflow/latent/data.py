@@ -14,8 +14,8 @@ scikit-learn:
 
 Pixel scales: ``"[-1,1]"`` (default) maps ``v ∈ {0..16}`` to ``v/8 − 1`` (back: ``(x + 1)·8``);
 ``"[0,1]"`` maps to ``v/16`` (back: ``16 x``); ``"raw"`` keeps ``v`` as floats. :func:`to_pixels`
-inverts any of them. σ_data for EDM preconditioning of the ``[-1,1]`` images is about 0.95 (the data
-are mostly background at −1; see :func:`sdeflow.estimate_sigma_data`).
+inverts any of them. σ_data for EDM preconditioning of the ``[-1,1]`` training images is 0.75
+(:func:`sdeflow.generative.estimate_sigma_data`: the pooled std of every pixel).
 """
 
 from __future__ import annotations
