@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,9 +44,16 @@ def sample_adaptive(
 
     Args:
         method: a torchdiffeq method (``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ...).
-        rtol, atol: the solver's tolerances.
+        rtol, atol: the solver's tolerances (finite, > 0).
         max_steps: cap on the number of adaptive steps.
     """
+    if not isinstance(method, str) or not method:
+        raise TypeError(f"method must be the name of a torchdiffeq method (e.g. 'dopri5'); got {method!r}.")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol <= 0:
+            raise ValueError(f"{name} must be a finite number > 0 (e.g. 1e-5); got {tol!r}.")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be None or an int >= 1; got {max_steps!r}.")
     run = SamplerRun(f"adaptive_{method}", model, x, schedule, generator=generator, callback=callback,
                      progress=progress, compile=compile, model_kwargs=model_kwargs,
                      noise_sampler=noise_sampler, enable_grad=enable_grad)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,13 @@ from torch import Tensor
 from ..._cache import object_cache
 from ..._checks import check_same_device, check_state, make_generator
 from ..._compile import call_compiled, warn_compile_failure
+from ...solve.solution import STATUS_OK, path_status
 from ..schedules import check_schedule
 
-__all__ = ["SampleResult", "SamplerRun", "Denoiser", "Callback", "NoiseSampler", "GeneratorLike", "initial_noise",
-           "per_sample_randn"]
+__all__ = [
+    "SampleResult", "SamplingError", "sample_status", "check_on_failure", "SamplerRun", "Denoiser",
+    "Callback", "NoiseSampler", "GeneratorLike", "initial_noise", "per_sample_randn",
+]
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict], None]
@@ -61,6 +65,8 @@ class SampleResult:
         sampler: the sampler's name.
         wall_time: seconds spent.
         info: sampler-specific extras (e.g. the adaptive solver's accepted steps).
+        status: per-sample status, shape (B,), int8, as :attr:`sdeflow.Solution.status`: 0 = ok,
+            1 = the sample holds a NaN or infinite value. Computed from ``x`` when not given.
     """
 
     x: Tensor
@@ -70,10 +76,71 @@ class SampleResult:
     sampler: str
     wall_time: float = 0.0
     info: dict = field(default_factory=dict)
+    status: Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            self.status = sample_status(self.x)
+
+    @property
+    def ok(self) -> Tensor:
+        """Boolean mask of the samples that are finite, shape (B,)."""
+        return self.status == STATUS_OK
 
     def __repr__(self) -> str:
+        n_bad = int(self.status.sum()) if isinstance(self.status, Tensor) else 0
+        bad = f", non-finite={n_bad}" if n_bad else ""
         return (f"SampleResult(x: {tuple(self.x.shape)} {self.x.dtype}, sampler={self.sampler!r}, "
-                f"nfe={self.nfe}, steps={self.steps})")
+                f"nfe={self.nfe}, steps={self.steps}{bad})")
+
+
+def sample_status(x: Tensor) -> Tensor:
+    """Per-sample status of samples ``x`` (B, *event): int8, 1 where a sample holds a NaN or inf, else 0.
+
+    The same rule as :attr:`sdeflow.Solution.status` (one saved state per sample).
+    """
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise ValueError(f"x must be a tensor of samples with a batch dimension (B, *event); got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}.")
+    return path_status(x.unsqueeze(0))
+
+
+ON_FAILURE = ("return", "raise")
+
+
+class SamplingError(RuntimeError):
+    """A sampler produced NaN or infinite samples and was called with ``on_failure="raise"``.
+
+    ``result`` holds the :class:`SampleResult` (its ``status`` says which samples failed).
+    """
+
+    def __init__(self, message: str, result: SampleResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def check_on_failure(on_failure: object) -> str:
+    """``on_failure`` must be ``"return"`` or ``"raise"`` (the solvers' and samplers' one convention)."""
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure must be 'return' (warn and return the samples with their status) or "
+                         f"'raise'; got {on_failure!r}.")
+    return str(on_failure)
+
+
+def report_failures(result: SampleResult, on_failure: str, stacklevel: int = 3) -> SampleResult:
+    """Warn (``on_failure="return"``) or raise :class:`SamplingError` when some samples are not finite."""
+    n_bad = int(result.status.sum())
+    if n_bad:
+        which = torch.nonzero(result.status).flatten()[:8].tolist()
+        more = ", ..." if n_bad > 8 else ""
+        msg = (f"{result.sampler}: {n_bad} of {result.status.shape[0]} samples are NaN or infinite (samples "
+               f"{which}{more}; see SampleResult.status). Check the model's output at small and large noise "
+               f"levels, use more steps or a deterministic sampler (heun, dpmpp_2m)")
+        if on_failure == "raise":
+            raise SamplingError(msg + "; on_failure='return' returns the finite samples with their status.",
+                                result)
+        warnings.warn(msg + ".", RuntimeWarning, stacklevel=stacklevel)
+    return result
 
 
 def _per_sample_generators(generator: object, batch: int, device: torch.device) -> list[torch.Generator] | None:
@@ -243,6 +310,11 @@ class SamplerRun:
         self.compile_time = 0.0
         self._compiled = _compiled_denoiser(model) if compile else None
         self.x0 = check_state(x, "x")
+        if x.device.type == "meta":
+            raise ValueError("x is a meta tensor (no data); pass the starting state on a real device.")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x (the starting state) contains NaN or infinite values; pass a finite starting "
+                             "state, e.g. initial_noise(shape, schedule).")
         check_same_device(model, x, name="model")
         self.sigmas = check_schedule(schedule)
         self.sigma_values: list[float] = self.sigmas.tolist()

@@ -19,9 +19,19 @@ _NORMS = ("batch", "sample")
 
 
 def _norm(v: Tensor, per_sample: bool) -> Tensor:
-    """Per-sample norms as a (B, 1, ..., 1) column, or their batch mean (a 0-dim tensor)."""
+    """Per-sample norms as a (B, 1, ..., 1) column, or their batch mean (a 0-dim tensor).
+
+    The batch mean is over the samples whose norm is finite: a sample that became NaN or infinite
+    does not spread to the others through the shared step size (it stays non-finite itself and is
+    reported in ``SampleResult.status``). When every norm is finite this is ``n.mean()`` bit for bit;
+    no host synchronisation either way.
+    """
     n = v.reshape(v.shape[0], -1).norm(dim=-1)
-    return n.reshape((-1,) + (1,) * (v.dim() - 1)) if per_sample else n.mean()
+    if per_sample:
+        return n.reshape((-1,) + (1,) * (v.dim() - 1))
+    finite = torch.isfinite(n)
+    finite_mean = torch.where(finite, n, 0.0).sum() / finite.sum().clamp_min(1)
+    return torch.where(finite.all(), n.mean(), finite_mean)
 
 
 @sampler("pc", order=None, stochastic=True,
@@ -46,7 +56,8 @@ def sample_pc(
 
     Langevin corrector at level σ with score ``s = (D(x, σ) − x)/σ²``:
     ``x ← x + ε s + sqrt(2ε) z`` with ``ε = 2 (snr · ‖z‖ / ‖s‖)²``, the norms averaged over the
-    batch as in Song et al.'s reference algorithm (so the step size depends on the batch; the run is
+    batch as in Song et al.'s reference algorithm (over its finite samples: one sample that turns NaN
+    does not turn the batch NaN; see ``SampleResult.status``) (so the step size depends on the batch; the run is
     still reproducible from ``generator``), or per sample with ``corrector_norm="sample"`` (then each
     sample's path depends on its own noise only: per-sample seeds reproduce it in any batch). No
     corrector at σ = 0. NFE = n + corrector_steps (n − 1) for n steps ending at 0.

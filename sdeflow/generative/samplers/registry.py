@@ -9,18 +9,22 @@ where it is defined::
 :data:`SAMPLERS` (name → function), :data:`SAMPLER_SPECS` (name → spec), the order checks of
 ``sdeflow verify`` (:mod:`sdeflow.generative.checks`) and the tests' NFE and order tables are all read
 from these declarations. The decorator also runs the sampler under ``torch.no_grad()`` unless it is
-called with ``enable_grad=True``.
+called with ``enable_grad=True``, and reports non-finite samples the same way for every sampler: each
+sampler takes ``on_failure="return"`` (default: warn, naming ``SampleResult.status``, and return the
+samples with their per-sample status) or ``on_failure="raise"`` (raise :class:`SamplingError`, which
+carries the result) — the convention of ``simulate`` and ``solve_ode`` (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .base import SampleResult, grad_mode
+from .base import SampleResult, check_on_failure, grad_mode, report_failures
 
 __all__ = ["SamplerSpec", "sampler", "SAMPLERS", "SAMPLER_SPECS", "sampler_spec"]
 
@@ -91,9 +95,13 @@ def sampler(
 
     def decorate(fn: Callable[..., SampleResult]) -> Callable[..., SampleResult]:
         @functools.wraps(fn)
-        def run(*args: object, **kwargs: object) -> SampleResult:
+        def run(*args: object, on_failure: str = "return", **kwargs: object) -> SampleResult:
+            on_failure = check_on_failure(on_failure)
             with grad_mode(kwargs.get("enable_grad", False)):
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+            return report_failures(result, on_failure) if isinstance(result, SampleResult) else result
+
+        run.__signature__ = _with_on_failure(fn)  # type: ignore[attr-defined]
 
         spec = SamplerSpec(name=name, fn=run, order=None if order is None else float(order), order_kind=order_kind,
                            nfe=nfe, stochastic=stochastic)
@@ -108,6 +116,17 @@ def sampler(
         return run
 
     return decorate
+
+
+def _with_on_failure(fn: Callable[..., SampleResult]) -> inspect.Signature:
+    """``fn``'s signature with the keyword ``on_failure`` the decorator adds (before any ``**options``)."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    if "on_failure" in sig.parameters:
+        return sig
+    extra = inspect.Parameter("on_failure", inspect.Parameter.KEYWORD_ONLY, default="return", annotation="str")
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    return sig.replace(parameters=params[:at] + [extra] + params[at:])
 
 
 def sampler_spec(name_or_fn: str | Callable[..., SampleResult]) -> SamplerSpec:
