@@ -13,7 +13,9 @@ search itself costs a few hundred sampler runs on the pilot batch (reported in t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -92,11 +94,21 @@ def optimize_schedule(
     sig0 = check_schedule(schedule)
     if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 0:
         raise ValueError(f"sweeps must be an int >= 0; got {sweeps!r}.")
-    if not (isinstance(min_log_step, (int, float)) and min_log_step >= 0):
-        raise ValueError(f"min_log_step must be a number >= 0; got {min_log_step!r}.")
+    if isinstance(min_log_step, bool) or not isinstance(min_log_step, numbers.Real) \
+            or not math.isfinite(min_log_step) or min_log_step < 0:
+        raise ValueError(f"min_log_step must be a finite number >= 0; got {min_log_step!r}.")
+    if isinstance(reference_rtol, bool) or not isinstance(reference_rtol, numbers.Real) \
+            or not math.isfinite(reference_rtol) or reference_rtol <= 0:
+        raise ValueError(f"reference_rtol must be a finite number > 0; got {reference_rtol!r}.")
+    if sampler_options is not None and (not isinstance(sampler_options, Mapping)
+                                        or not all(isinstance(k, str) for k in sampler_options)):
+        raise TypeError(f"sampler_options must be a dict of the sampler's keyword options; got "
+                        f"{type(sampler_options).__name__}.")
     opts = dict(sampler_options or {})
     tail_zero = float(sig0[-1]) == 0.0
     logs = torch.log(sig0[:-1] if tail_zero else sig0).tolist()  # decreasing
+    if len(logs) < 2:
+        raise ValueError(f"schedule needs at least 2 positive noise levels to optimise; got {sig0.tolist()}.")
     steps = [a - b for a, b in zip(logs[:-1], logs[1:], strict=True)]
     if min(steps) < min_log_step:
         raise ValueError(f"the initial schedule has a log-step below min_log_step={min_log_step}; lower it.")
@@ -106,6 +118,9 @@ def optimize_schedule(
         reference, pilot_nfe = ref_run.x, ref_run.nfe
     elif not isinstance(reference, Tensor) or reference.shape != x_pilot.shape:
         raise ValueError("reference must be a tensor of x_pilot's shape (the exact end states).")
+    if not bool(torch.isfinite(reference).all()):
+        raise ValueError("reference (the exact end states) contains NaN or infinite values; the error against it "
+                         "would be meaningless. Pass finite end states (or lower reference_rtol's demands).")
     evaluations = 0
 
     def build(lg: list[float]) -> Tensor:
@@ -115,7 +130,9 @@ def optimize_schedule(
 
     def error(lg: list[float]) -> float:
         nonlocal evaluations, pilot_nfe
-        out = sampler(model, x_pilot, build(lg), **opts)
+        with warnings.catch_warnings():  # a trial schedule whose samples diverge scores inf: no warning each
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = sampler(model, x_pilot, build(lg), **opts)
         evaluations += 1
         pilot_nfe += out.nfe
         err = float((out.x - reference).reshape(x_pilot.shape[0], -1).pow(2).sum(-1).mean().sqrt())

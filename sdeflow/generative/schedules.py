@@ -16,6 +16,7 @@ schedule of n positive levels and a trailing zero takes n steps.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -34,19 +35,46 @@ __all__ = [
 ]
 
 
+#: The most noise levels a schedule function builds (2^24: 128 MiB of float64). Samplers use tens to
+#: thousands of levels; a larger n is a typo (e.g. 10**10 for 10) and would exhaust memory.
+MAX_LEVELS = 1 << 24
+
+
 def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive int (the number of noise levels); got {n!r}.")
-    return n
+    if n > MAX_LEVELS:
+        raise ValueError(f"n={n} noise levels would take {n * 8 / 2**30:.3g} GiB (float64); samplers use tens to "
+                         f"thousands of levels. Pass a smaller n (at most {MAX_LEVELS}).")
+    return int(n)
+
+
+def _real(name: str, v: object, *, positive: bool = True) -> float:
+    """A finite real number (Python or numpy scalar), > 0 when ``positive``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {type(v).__name__} {v!r}.")
+    v = float(v)
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}; got {v!r}.")
+    return v
 
 
 def _check_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:
-    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0; got {v!r}.")
-    if not sigma_min < sigma_max:
+    lo, hi = _real("sigma_min", sigma_min), _real("sigma_max", sigma_max)
+    if not lo < hi:
         raise ValueError(f"need sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}.")
-    return float(sigma_min), float(sigma_max)
+    return lo, hi
+
+
+def _check_levels(sig: Tensor, what: str) -> Tensor:
+    """The built levels must be finite, > 0 and strictly decreasing (else the inputs were out of range)."""
+    if not bool(torch.isfinite(sig).all()) or not bool((sig > 0).all()):
+        raise ValueError(f"{what} gives non-finite or non-positive noise levels (from {float(sig[0])!r} to "
+                         f"{float(sig[-1])!r}); narrow the range.")
+    if not bool((sig[1:] < sig[:-1]).all()):
+        raise ValueError(f"{what} gives repeated noise levels (float64 cannot tell them apart); use fewer levels or "
+                         f"a wider range.")
+    return sig
 
 
 def _finish(sig: Tensor, append_zero: bool) -> Tensor:
@@ -67,28 +95,28 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
     """
     n = _check_n(n)
     lo, hi = _check_range(sigma_min, sigma_max)
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
-        raise ValueError(f"rho must be a number > 0; got {rho!r}.")
+    rho = _real("rho", rho)
     a, b = hi ** (1.0 / rho), lo ** (1.0 / rho)
     sig = (a + _ramp(n) * (b - a)) ** rho
     sig[0] = hi  # exact ends (the power leaves round-off)
     if n > 1:
         sig[-1] = lo
-    return _finish(sig, append_zero)
+    return _finish(_check_levels(sig, f"karras_sigmas(n={n}, rho={rho})"), append_zero)
 
 
 def uniform_sigmas(n: int, sigma_min: float, sigma_max: float, *, append_zero: bool = True) -> Tensor:
     """``n`` levels uniform in σ from ``sigma_max`` down to ``sigma_min``."""
     n = _check_n(n)
     lo, hi = _check_range(sigma_min, sigma_max)
-    return _finish(hi + _ramp(n) * (lo - hi), append_zero)
+    return _finish(_check_levels(hi + _ramp(n) * (lo - hi), f"uniform_sigmas(n={n})"), append_zero)
 
 
 def log_snr_sigmas(n: int, sigma_min: float, sigma_max: float, *, append_zero: bool = True) -> Tensor:
     """``n`` levels uniform in ``log σ`` (equivalently in log-SNR) from ``sigma_max`` down to ``sigma_min``."""
     n = _check_n(n)
     lo, hi = _check_range(sigma_min, sigma_max)
-    return _finish(torch.exp(math.log(hi) + _ramp(n) * (math.log(lo) - math.log(hi))), append_zero)
+    sig = torch.exp(math.log(hi) + _ramp(n) * (math.log(lo) - math.log(hi)))
+    return _finish(_check_levels(sig, f"log_snr_sigmas(n={n})"), append_zero)
 
 
 def time_uniform_sigmas(
@@ -98,12 +126,16 @@ def time_uniform_sigmas(
     n = _check_n(n)
     if not isinstance(sde, DiffusionSDE):
         raise TypeError(f"sde must be a sdeflow.DiffusionSDE; got {type(sde).__name__}.")
-    t_min = sde.eps if t_min is None else float(t_min)
-    t_max = sde.T if t_max is None else float(t_max)
+    t_min = float(sde.eps) if t_min is None else _real("t_min", t_min)
+    t_max = float(sde.T) if t_max is None else _real("t_max", t_max)
     if not 0 < t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max; got t_min={t_min}, t_max={t_max}.")
+    if t_max > float(sde.T):
+        raise ValueError(f"t_max={t_max} is beyond the SDE's time range [0, T={float(sde.T)}]; pass t_max <= T.")
     ts = t_max + _ramp(n) * (t_min - t_max)
-    return _finish(noise_level(sde, ts).to(torch.float64), append_zero)
+    sig = noise_level(sde, ts).to(torch.float64)
+    return _finish(_check_levels(sig, f"time_uniform_sigmas(n={n}, {type(sde).__name__}, t in [{t_min}, {t_max}])"),
+                   append_zero)
 
 
 def vp_sigmas(
