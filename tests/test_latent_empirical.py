@@ -148,3 +148,29 @@ def test_errors(split):
         EmpiricalDenoiser(split.train_x[:5], dtype=torch.float16)
     with pytest.raises(ValueError, match="chunk_size"):
         EmpiricalDenoiser(split.train_x[:5], chunk_size=0)
+
+
+def test_jacobian_is_the_posterior_covariance_over_sigma_squared(split):
+    # ∂D/∂x = Cov[x_0 | x] / σ² for any Gaussian-noise posterior mean (Tweedie); for the empirical law
+    # Cov = Σ r_i x_i x_iᵀ − D Dᵀ with r the softmax weights. Autograd through the exact distances agrees.
+    data = split.train_x[:200].reshape(200, -1).double()
+    den = EmpiricalDenoiser(data, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    x = data[:1] + 0.6 * torch.randn(1, 64, generator=g, dtype=torch.float64)
+    sigma = 0.6
+    jac = torch.autograd.functional.jacobian(lambda v: den(v, sigma), x).reshape(64, 64)
+    r = torch.softmax(-((x - data) ** 2).sum(1) / (2 * sigma**2), 0)
+    d = r @ data
+    cov = (data * r[:, None]).T @ data - torch.outer(d, d)
+    assert torch.allclose(jac, cov / sigma**2, atol=1e-9)
+
+
+def test_works_on_latent_codes(split):
+    # Any event shape: e.g. (B, k) latent codes of an encoder, with labels.
+    codes = torch.randn(300, 12, generator=torch.Generator().manual_seed(6))
+    labels = torch.arange(300) % 10
+    den = EmpiricalDenoiser(codes, labels)
+    z = sf.sample_heun(den, 80.0 * torch.randn(20, 12, generator=torch.Generator().manual_seed(7)),
+                       sf.karras_sigmas(18, 0.002, 80.0), model_kwargs={"class_labels": labels[:20]}).x
+    dist, index = den.nearest(z, labels[:20])
+    assert float(dist.max()) < 1e-4 and torch.equal(labels[index], labels[:20])

@@ -149,6 +149,19 @@ def test_cache_hit_is_read_back_validated_and_corruption_retrains(tmp_path, monk
         digits_classifier({"iters": 3})
 
 
+def test_unwritable_cache_trains_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm, "_LOADED", {})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")  # a file where the cache folder would go: mkdir fails
+    with pytest.warns(UserWarning, match="not writable"):
+        m = digits_classifier(TINY, cache_dir=blocker)
+    ref = digits_classifier(TINY, cache_dir=tmp_path / "ok")
+    x = load_digits_split().test_x[:4]
+    assert torch.equal(m.features(x), ref.features(x))  # the same deterministic training either way
+    assert m.checkpoint_metadata["held_out_accuracy"] == ref.checkpoint_metadata["held_out_accuracy"]
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+
+
 @pytest.fixture(scope="module")
 def classifier():
     # The package's default classifier from the default cache (trained once, ~15 s on one core).

@@ -215,20 +215,35 @@ def _cache_key(spec: ClassifierSpec, model_config: Mapping[str, Any], split: Dig
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _train_classifier(spec: ClassifierSpec, split: DigitsSplit, folder: Path, progress: bool) -> None:
+def _train_classifier(spec: ClassifierSpec, split: DigitsSplit, folder: Path | None, key: str,
+                      progress: bool) -> DigitsClassifier:
+    """Train the classifier of ``spec``; write its checkpoint into ``folder`` (None: keep it in memory only)."""
     from ..generative.training import TrainConfig, Trainer
 
     model = DigitsClassifier(channels=spec.channels, feature_dim=spec.feature_dim, seed=spec.init_seed)
     config = TrainConfig(iters=spec.iters, batch_size=spec.batch_size, lr=spec.lr, optimizer="adamw",
                          weight_decay=spec.weight_decay, warmup=spec.warmup, decay="cosine", seed=spec.seed,
                          keep=1, device="cpu", progress=progress, log_every=max(1, spec.iters // 10))
-    meta = {"cache_key": folder.name, "spec": spec.to_json(), "data": split.fingerprint()}
-    trainer = Trainer(model, ClassificationLoss(shift=spec.shift), (split.train_x, split.train_y), config,
-                      out_dir=folder, metadata=meta)
+    trainer = Trainer(model, ClassificationLoss(shift=spec.shift), (split.train_x, split.train_y), config)
     result = trainer.fit()
-    acc = _accuracy(model.eval(), split.test_x, split.test_y)
-    trainer.metadata.update({"held_out_accuracy": acc, "train_seconds": result.seconds})
-    trainer.save_checkpoint()  # the same step again, now with the accuracy in the metadata
+    model.eval().requires_grad_(False)
+    meta = {"cache_key": key, "spec": spec.to_json(), "data": split.fingerprint(),
+            "held_out_accuracy": _accuracy(model, split.test_x, split.test_y), "train_seconds": result.seconds}
+    trainer.metadata = meta
+    if folder is not None:
+        trainer.out_dir = folder
+        trainer.save_checkpoint()  # one checkpoint, at the last step, with the accuracy in its metadata
+    model.checkpoint_metadata = meta
+    model.checkpoint_step = trainer.step
+    return model
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _accuracy(model: DigitsClassifier, x: Tensor, y: Tensor) -> float:
@@ -292,13 +307,17 @@ def digits_classifier(spec: ClassifierSpec | None = None, *, cache_dir: str | os
         return _LOADED[memo]
     model = None if retrain else _load_cached(folder, key[:20], config, spec, dev)
     if model is None:
-        if folder.exists():
+        if _writable(folder):
             for old in folder.glob("ckpt-*"):
                 old.unlink(missing_ok=True)
-        _train_classifier(spec, split, folder, progress)
-        model = _load_cached(folder, key[:20], config, spec, dev)
-        if model is None:  # pragma: no cover - a fresh checkpoint failed to read back
-            raise RuntimeError(f"the digits classifier written to {str(folder)!r} could not be read back.")
+            _train_classifier(spec, split, folder, key[:20], progress)
+            model = _load_cached(folder, key[:20], config, spec, dev)
+            if model is None:  # pragma: no cover - a fresh checkpoint failed to read back
+                raise RuntimeError(f"the digits classifier written to {str(folder)!r} could not be read back.")
+        else:
+            warnings.warn(f"the cache folder {str(folder)!r} is not writable; the digits classifier is trained in "
+                          f"memory only (set SDEFLOW_CACHE or pass cache_dir= to keep it).", stacklevel=2)
+            model = _train_classifier(spec, split, None, key[:20], progress).to(dev)
     _LOADED[memo] = model
     return model
 
