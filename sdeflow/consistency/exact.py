@@ -130,8 +130,8 @@ class ExactConsistencyFunction:
         """The map in EDM variables: ``x`` (B, d) float64 at noise levels ``sigma`` (B,) to ``x(ε̃)``, ``ε̃ = σ̃(ε)``."""
         eps = self._eps_edm
         sig = sigma.clamp_min(eps)
-        if self.closed_form:
-            return _gaussian_map(self.mixture, x, sig, eps)
+        if self.closed_form:  # rows at ε are returned as they are (f*(x, ε) = x bitwise)
+            return torch.where((sig <= eps)[:, None], x, _gaussian_map(self.mixture, x, sig, eps))
         return self._solve(x, sig)
 
     def _solve(self, x: Tensor, sig: Tensor) -> Tensor:

@@ -112,7 +112,13 @@ def consistency_coefficients(t: Tensor, sigma_data: float, eps: float, parameter
       ``c_in = cos(s)/σ_d = 1/√(t² + σ_d²)``, ``c_noise = s`` (sCM conditions on the TrigFlow time itself).
       With ``ε = 0`` this is sCM's ``f = cos(s) x_s − sin(s) σ_d F`` exactly, and also EDM's denoiser
       with ``F → −F`` and ``c_noise = arctan(t/σ_d)`` (``c_skip = σ_d²/(t² + σ_d²)``, ``c_out = −σ_d t/√(t² + σ_d²)``).
-      The offset ``s − s_ε`` is the boundary treatment: sCM itself sets ε = 0.
+      The offset ``s − s_ε`` is the boundary treatment (sCM itself sets ε = 0). Expanding the cosines,
+      ``c_skip = cos²s + sin s cos s tan s_ε = (σ_d² + ε t)/(t² + σ_d²)`` and
+      ``c_out = −σ_d (sin s − cos s tan s_ε) = −σ_d (t − ε)/√(t² + σ_d²)``: for every ε, TrigFlow is CTM's
+      parameterization with ``F → −F`` (and ``c_noise = s``). Both are the DDIM (first-order PF-ODE) step
+      from ``t`` to ``ε`` with the x̂_0 prediction ``D`` of the network, ``f = D + (ε/t)(x − D)``
+      (EDM form ``D = c_skip^EDM x + c_out^EDM F``; TrigFlow form ``D = cos(s) x_s − sin(s) σ_d F``).
+      ``"cm"`` differs from them at first order in ε (its ``c_skip`` has ``(t − ε)²``) and is not such a step.
 
     Args:
         t: EDM noise levels (any shape), floating point.
