@@ -181,7 +181,7 @@ def test_default_classifier_accuracy_and_determinism(classifier):
     assert not any(p.requires_grad for p in classifier.parameters())
 
 
-def test_fd_floor_and_memorisation_below_it(classifier):
+def test_fd_floor_and_sample_size_bias(classifier):
     split = load_digits_split()
     floor = digits_fd_floor(classifier=classifier)
     assert floor > 0
