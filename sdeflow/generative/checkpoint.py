@@ -8,7 +8,8 @@ A checkpoint of step k in a folder is two files:
   the architecture from it), the training config, the step, the optimiser's scalar state, user
   metadata, and the SHA-256 of the weights file.
 
-Both are written atomically (a temporary file, fsync, rename, fsync of the folder), the weights
+Both are written atomically (:func:`sdeflow.io.atomic_write`: a temporary file, fsync, rename, fsync
+of the folder; a name that is a symbolic link has its target replaced, the link kept), the weights
 first and the JSON last, so a checkpoint is complete exactly when its JSON exists and its checksum
 matches; a run killed mid-write leaves the previous checkpoint intact, and the stray temporary files
 are removed by the next write. :func:`load_model` rebuilds a ready denoiser from a folder or a file.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..io import atomic_write
+from ..io import _fsync_dir, atomic_write, clean_stale_temporaries
 from .config import build_model
 
 __all__ = ["save_checkpoint", "read_checkpoint", "latest_checkpoint", "list_checkpoints", "load_model",
@@ -36,6 +36,7 @@ __all__ = ["save_checkpoint", "read_checkpoint", "latest_checkpoint", "list_chec
 FORMAT = "sdeflow-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.json$")
+_TMP = re.compile(r"^\.(ckpt-\d{8,}\.(?:json|safetensors))\..+\.tmp$")
 
 
 class CheckpointError(ValueError):
@@ -50,25 +51,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _clean_temporaries(folder: Path) -> None:
+    """Remove the temporaries that killed writers left in ``folder`` (live writers' files are kept)."""
+    targets = set()
     for stale in folder.glob(".ckpt-*.tmp"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+        m = _TMP.match(stale.name)
+        if m is not None:
+            targets.add(m.group(1))
+    for name in targets:
+        clean_stale_temporaries(folder / name)
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -88,6 +79,10 @@ def save_checkpoint(folder: str | Path, step: int, tensors: Mapping[str, Tensor]
     """
     from safetensors.torch import save_file
 
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"keep must be None (keep every checkpoint) or an int >= 1; got {keep!r}.")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0; got {step!r}.")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"out_dir {str(folder)!r} exists and is not a folder; choose another out_dir.")
@@ -126,18 +121,20 @@ def _resolve(path: str | Path) -> Path:
         path = path.with_suffix(".json")
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file; pass a checkpoint folder or its "
+                              f"ckpt-*.json file.")
     return path
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors and the JSON record of a checkpoint (a folder: its newest), checksum verified."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     jpath = _resolve(path)
     try:
         meta = json.loads(jpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"checkpoint {str(jpath)!r} is not readable JSON ({err}); it is truncated or "
                               f"corrupted.") from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -145,7 +142,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if meta.get("version", 0) > VERSION:
         raise CheckpointError(f"checkpoint {str(jpath)!r} has format version {meta['version']}, newer than this "
                               f"sdeflow reads ({VERSION}); upgrade sdeflow.")
-    weights = jpath.parent / str(meta.get("weights", ""))
+    name = meta.get("weights")
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(f"checkpoint {str(jpath)!r} names its weights file {name!r}; it must be a file name "
+                              f"beside the JSON (the file is corrupted or was edited).")
+    if not isinstance(meta.get("step"), int) or isinstance(meta.get("step"), bool) or meta["step"] < 0:
+        raise CheckpointError(f"checkpoint {str(jpath)!r} has no valid step (got {meta.get('step')!r}); it is "
+                              f"corrupted.")
+    weights = jpath.parent / name
+    if weights.is_dir():
+        raise CheckpointError(f"the weights file {str(weights)!r} of checkpoint {str(jpath)!r} is a folder.")
     if not weights.is_file():
         raise CheckpointError(f"the weights file {str(weights)!r} of checkpoint {str(jpath)!r} is missing.")
     digest = _sha256(weights)
@@ -155,8 +161,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
                               f"{str(meta.get('sha256'))[:12]}…).")
     try:
         tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"the weights file {str(weights)!r} cannot be read: {err}.") from err
+    except Exception as err:  # SafetensorError, OSError, ValueError, a header that lies about its sizes, ...
+        raise CheckpointError(f"the weights file {str(weights)!r} cannot be read as safetensors: "
+                              f"{type(err).__name__}: {err}.") from err
     return tensors, meta
 
 
@@ -173,6 +180,12 @@ def load_model(path: str | Path, *, weights: str = "ema", device: str | torch.de
         The module the trainer trained (e.g. an ``EDMPrecond`` denoiser ``D(x, σ, **cond)``), rebuilt from
         the JSON config with :func:`sdeflow.generative.config.build_model`; nothing is unpickled.
     """
+    if not isinstance(weights, str):
+        raise TypeError(f"weights must be 'ema', 'model' or an EMA copy's name; got {type(weights).__name__}.")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda'; got {device!r}.") from err
     tensors, meta = read_checkpoint(path)
     config = meta.get("model_config")
     if config is None:
@@ -188,9 +201,20 @@ def load_model(path: str | Path, *, weights: str = "ema", device: str | torch.de
     else:
         raise ValueError(f"weights must be 'ema', 'model' or one of the checkpoint's EMA copies {emas}; "
                          f"got {weights!r}.")
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {str(_resolve(path))!r}: its model_config cannot be rebuilt "
+                              f"({type(err).__name__}: {err}).") from err
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    if not state:
+        raise CheckpointError(f"checkpoint {str(_resolve(path))!r} holds no weights under {prefix!r} (weights="
+                              f"{weights!r}); its weights file lacks them.")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {str(_resolve(path))!r}: the weights under {prefix!r} do not fit the "
+                              f"model its config builds ({err}).") from err
     model.to(device).eval()
     model.requires_grad_(False)
     model.checkpoint_metadata = dict(meta.get("metadata", {}))
