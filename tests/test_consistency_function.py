@@ -122,6 +122,21 @@ def test_boundary_is_exact_for_every_parameterization(parameterization, batch, e
     check_boundary(_library(parameterization), net, x, sigma_data, eps)
 
 
+class _Inf(nn.Module):
+    def forward(self, x, c_noise, class_labels=None, extra=None):
+        return torch.full_like(x, math.inf)
+
+
+@pytest.mark.parametrize("dtype,bits", [(torch.float32, torch.int32), (torch.float64, torch.int64)])
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_boundary_is_bitwise_with_signed_zeros_and_a_non_finite_network(parameterization, dtype, bits):
+    x = torch.tensor([[-0.0, 0.0], [-1.5, 2.0], [-0.0, -0.0]], dtype=dtype)
+    for net in (_mlp().to(dtype), _Inf()):
+        f = ConsistencyFunction(net, parameterization=parameterization)
+        assert torch.equal(f(x, 0.002).view(bits), x.view(bits))  # the bit patterns, −0.0 included
+    assert bool(torch.isinf(ConsistencyFunction(_Inf(), parameterization=parameterization)(x, 1.0)).all())
+
+
 def test_boundary_with_unet_labels_extra_and_bf16_network():
     unet = UNet(in_channels=1, image_size=8, channels=(4, 8), emb_dim=8, num_classes=3, n_extra=1, zero_init=False,
                 seed=0)

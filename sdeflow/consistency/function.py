@@ -159,10 +159,12 @@ def consistency_coefficients(t: Tensor, sigma_data: float, eps: float, parameter
 class ConsistencyFunction(_Wrapper):
     """A consistency function ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, c_noise(t), class_labels, extra)``.
 
-    ``f(x, ε) = x`` exactly (bitwise, for any finite network output) for every parameterization
-    (:func:`consistency_coefficients`). ``x`` and ``t`` are EDM state and noise level for every
-    parameterization (``"trigflow"`` converts to its own time and state inside). This is the only
-    consistency parameterization in sdeflow; the ``student`` of :class:`ConsistencyRoles`.
+    ``f(x, ε) = x`` exactly (bitwise, for any network output) for every parameterization: the
+    coefficients give ``c_skip(ε) = 1``, ``c_out(ε) = 0`` exactly (:func:`consistency_coefficients`), and
+    rows with ``t <= ε`` return ``x`` itself (signed zeros kept, a non-finite network output there
+    ignored). ``x`` and ``t`` are EDM state and noise level for every parameterization (``"trigflow"``
+    converts to its own time and state inside). This is the only consistency parameterization in
+    sdeflow; the ``student`` of :class:`ConsistencyRoles`.
 
     It is *not* a denoiser for the PF-ODE samplers (its output is the trajectory's end, not
     ``E[x_0 | x_t]``); sample with :func:`sdeflow.consistency.sample_consistency`.
@@ -216,7 +218,10 @@ class ConsistencyFunction(_Wrapper):
         tv = _time_vector(t, x)
         c_skip, c_out, c_in, c_noise = consistency_coefficients(tv, self.sigma_data, self.eps, self.parameterization)
         out = self.net(_bcast(c_in, x) * x, c_noise, class_labels=class_labels, extra=extra)
-        return _bcast(c_skip, x) * x + _bcast(c_out, x) * _upcast(out, x, "net")
+        f = _bcast(c_skip, x) * x + _bcast(c_out, x) * _upcast(out, x, "net")
+        # c_skip(ε) = 1 and c_out(ε) = 0 already give f = x at ε; the select also keeps a −0.0 in x and
+        # ignores a non-finite network output there (0·inf), so f(x, ε) = x holds bit for bit.
+        return torch.where(_bcast(tv <= self.eps, x), x, f)
 
     def example_inputs(self, batch: int = 1) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``((x, t), kwargs)`` for one call, with ``t = T``."""
