@@ -114,6 +114,7 @@ def consistency_recipe(
     solver: str = "heun",
     n_points: int | None = None,
     target_beta: float | None = None,
+    distance: str | None = None,
     eval_beta: float = 0.999,
     time_budget: float | None = None,
     progress: bool = False,
@@ -137,6 +138,8 @@ def consistency_recipe(
         hidden, depth, emb_dim, network: the :class:`MLPNet` (``network`` overrides its arguments).
         solver, n_points: the CD teacher step and grid size (default: the preset's N = 18).
         target_beta: the CD target EMA rate μ (default: the preset's 0.95).
+        distance: ``"l2"`` (squared L2) or ``"huber"`` (pseudo-Huber with c = 0.00054·√d, elementwise=False);
+            default: the mode's preset (L2 for cd/ct, pseudo-Huber for ict/ect; sCM's loss is L2).
         eval_beta: the rate of the EMA copy ``"ema"`` that is evaluated and sampled.
     """
     if mode not in CONSISTENCY_MODES:
@@ -154,6 +157,13 @@ def consistency_recipe(
     sigma_data = estimate_sigma_data(reference)
     shift = math.log(sigma_data / 0.5)
     d = int(reference[0].numel())
+    if distance not in (None, "l2", "huber"):
+        raise ValueError(f"distance must be None, 'l2' or 'huber'; got {distance!r}.")
+
+    def dist(default: str):
+        kind = distance or default
+        return SquaredL2() if kind == "l2" else PseudoHuber(ict2023().huber_c(d))
+
     if lr is None:
         lr = 1e-4 if mode in ("ect", "scm") else 2e-4
     net_args = {"hidden": hidden, "depth": depth, "emb_dim": emb_dim, "seed": seed, **dict(network or {})}
@@ -177,27 +187,29 @@ def consistency_recipe(
         n = p.cd_n_points if n_points is None else n_points
         mu = p.cd_target_ema if target_beta is None else target_beta
         loss = ConsistencyDistillation(teacher_fn, solver=solver, n_points=n, eps=_EPS, T=_T, rho=p.rho,
-                                       distance=SquaredL2(), weighting="uniform", target="ema",
+                                       distance=dist("l2"), weighting="uniform", target="ema",
                                        teacher_dtype=torch.float64 if teacher_desc == "exact" else None)
         emas.append(EMA("target", beta=mu))
-        meta["loss"] = {"kind": "cd", "solver": solver, "n_points": n, "target_beta": mu}
+        meta["loss"] = {"kind": "cd", "solver": solver, "n_points": n, "target_beta": mu,
+                        "distance": distance or "l2"}
     elif mode == "ct":
         p = cm2023()
         loss = ConsistencyTraining("cm", s0=p.ct_s0, s1=p.ct_s1, mu0=p.ct_mu0, eps=_EPS, T=_T, rho=p.rho,
-                                   distance=SquaredL2(), target="ema")
+                                   distance=dist("l2"), target="ema")
         emas.append(EMA("target", beta=p.ct_mu0))  # the rate is μ(k) from loss.ema_beta
         meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": p.ct_s1, "mu0": p.ct_mu0}
     elif mode == "ict":
         p = ict2023()
         loss = ConsistencyTraining("ict", s0=p.s0, s1=p.s1, eps=_EPS, T=_T, rho=p.rho,
-                                   distance=PseudoHuber(p.huber_c(d), elementwise=p.huber_elementwise),
+                                   distance=(PseudoHuber(p.huber_c(d), elementwise=p.huber_elementwise)
+                                             if distance in (None, "huber") else SquaredL2()),
                                    weighting="inverse_gap", target="student", sigma_sampling="lognormal",
                                    P_mean=p.P_mean + shift, P_std=p.P_std)
         meta["loss"] = {"kind": "ict", "s0": p.s0, "s1": p.s1, "c": p.huber_c(d), "P_mean": p.P_mean + shift}
     elif mode == "ect":
         p = ect2024()
         loss = EasyConsistencyTuning(P_mean=p.P_mean + shift, P_std=p.P_std, q=p.q, k=p.k, b=p.b, stages=p.stages,
-                                     eps=_EPS, T=_T, distance=PseudoHuber(p.huber_c(d)), target="student")
+                                     eps=_EPS, T=_T, distance=dist("huber"), target="student")
         meta["loss"] = {"kind": "ect", "q": p.q, "k": p.k, "b": p.b, "stages": p.stages, "P_mean": p.P_mean + shift}
     else:
         p = scm2024()
