@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from .commands import bench as _bench
+from .commands import demo as _demo
 from .commands import sample as _sample
 from .commands import simulate as _simulate
 from .commands import train as _train
 from .commands import verify as _verify
 
-COMMANDS = [_simulate, _train, _sample, _bench, _verify]
+COMMANDS = [_demo, _simulate, _train, _sample, _bench, _verify]
 
 
 def build_parser() -> argparse.ArgumentParser:
