@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,6 +106,15 @@ def test_cli_train_consistency_and_resume(tmp_path, capsys):
     assert ev["train_steps"] == 20 and len(ev["taus"]) == 2
     model = sf.load_model(out)
     assert isinstance(model, ConsistencyFunction)
+    # sdeflow sample on a consistency checkpoint: 1 step, and τ searched on the exact mixture for 2 and 3
+    for steps in (1, 2, 3):
+        path = tmp_path / f"s{steps}.npz"
+        assert main(["sample", "--model", str(out), "--steps", str(steps), "--n", "200", "--out", str(path)]) == 0
+        said = capsys.readouterr().out
+        assert f"consistency, {steps} steps" in said and f"{steps} NFE" in said
+        assert ("searched on the exact gmm8 mixture" in said) == (steps > 1)
+        x = np.load(path)["x"]
+        assert x.shape == (200, 2) and np.isfinite(x).all()
     assert main(args) == 2  # refuses to overwrite
     assert "already holds checkpoints" in capsys.readouterr().err
     assert main(["train", "consistency", "--mode", "ect", "--out", str(tmp_path / "e"), "--iters", "2"]) == 2
@@ -114,10 +124,9 @@ def test_cli_train_consistency_and_resume(tmp_path, capsys):
 
 
 def test_cli_cd_with_a_learned_teacher(tmp_path, capsys):
-    teacher = tmp_path / "teacher"
-    assert main(["train", "score", "--data", "gmm8", "--iters", "10", "--batch", "64", "--out", str(teacher),
-                 "--no-progress", "--eval-samples", "300"]) == 0
-    capsys.readouterr()
+    teacher = tmp_path / "teacher"  # a score checkpoint as `sdeflow train score` writes it (a short run)
+    r = score_recipe("gmm8", iters=10, batch_size=64, network=TINY)
+    Trainer(r.model, r.loss, r.data, r.config, out_dir=teacher, metadata=r.metadata).fit()
     assert main(["train", "consistency", "--mode", "cd", "--teacher", str(teacher), "--iters", "5", "--batch", "32",
                  "--out", str(tmp_path / "cd"), "--no-progress", "--eval-samples", "300"]) == 0
     assert f"teacher {teacher}" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "consistency_taus"]
 
 
 def _fail(msg: str) -> int:
@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         if args.class_label is None:
             return _fail("--guidance needs --class (guidance mixes the conditional and unconditional model)")
         model = ClassifierFreeGuidance(model, guidance=args.guidance)
+    from ..consistency.function import ConsistencyFunction
+
+    if isinstance(model, ConsistencyFunction):
+        return _run_consistency(args, model, event, kwargs, out)
     sigmas = karras_sigmas(args.steps, args.sigma_min, args.sigma_max)
     dtype = next(model.parameters()).dtype
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -109,5 +113,57 @@ def run(args: argparse.Namespace) -> int:
         from ..plots import save_samples_png
 
         save_samples_png(res.x, args.png, title=f"{args.sampler}, {res.nfe} NFE")
+        print(f"plot -> {args.png}")
+    return 0
+
+
+def consistency_taus(model: torch.nn.Module, steps: int, checkpoint: str | Path) -> tuple[list[float], str]:
+    """``[T, τ_2, ...]`` for ``steps``-step consistency sampling and how they were chosen.
+
+    One step: ``[T]``. More: :func:`sdeflow.consistency.search_taus` on ΔNLL when the checkpoint's data set
+    is a built-in Gaussian mixture (gmm8, ring); otherwise the Karras grid of ``steps + 1`` levels from T
+    to ε without its last level.
+    """
+    from ..consistency.sampling import search_taus
+    from ..generative.checkpoint import read_checkpoint
+    from ..generative.recipes import TOY_DATASETS, toy_mixture
+
+    T, eps = float(model.T), float(model.eps)  # noqa: N806
+    if steps == 1:
+        return [T], "one step"
+    data = (read_checkpoint(checkpoint)[1].get("metadata") or {}).get("data")
+    mixture = toy_mixture(data) if data in TOY_DATASETS else None
+    if mixture is not None:
+        found = search_taus(model, mixture, steps, n=4096, T=T, eps=eps, generator=0)
+        return list(found.taus), f"searched on the exact {data} mixture"
+    from ..generative.schedules import karras_sigmas
+
+    return karras_sigmas(steps + 1, max(eps, 1e-3), T, append_zero=False)[:steps].tolist(), "Karras grid"
+
+
+def _run_consistency(args: argparse.Namespace, model: torch.nn.Module, event: tuple[int, ...],
+                     kwargs: dict[str, object], out: Path) -> int:
+    """``sdeflow sample`` for a consistency checkpoint: :func:`sdeflow.consistency.sample_consistency`."""
+    from ..consistency.sampling import sample_consistency
+    from ..io import save_arrays
+
+    if args.guidance is not None:
+        return _fail("--guidance is for score models; a consistency model samples with its own conditioning")
+    taus, how = consistency_taus(model, args.steps, args.model)
+    dtype = next(model.parameters()).dtype
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    x_T = taus[0] * torch.randn((args.n, *event), generator=gen, dtype=dtype, device=args.device)
+    try:
+        res = sample_consistency(model, x_T, taus, generator=args.seed + 1, model_kwargs=kwargs)
+    except (ValueError, TypeError) as err:
+        return _fail(str(err))
+    save_arrays(out, {"x": res.x})
+    shown = ", ".join(f"{t:.4g}" for t in taus)
+    print(f"{args.n} samples of shape {event} from {args.model} (consistency, {args.steps} steps, τ = [{shown}] "
+          f"({how}), {res.nfe} NFE, {res.wall_time:.2f} s) -> {out}")
+    if args.png:
+        from ..plots import save_samples_png
+
+        save_samples_png(res.x, args.png, title=f"consistency, {res.nfe} NFE")
         print(f"plot -> {args.png}")
     return 0
