@@ -328,3 +328,27 @@ def test_search_taus_with_the_exact_mixture_metric():
         search_taus(f, f.mixture, 2)
     with pytest.raises(TypeError, match="mixture_or_metric"):
         search_taus(f, 3.0, 2, T=80.0)
+
+
+class _Offset:
+    """f* plus a constant offset δ away from the boundary: a function whose errors are known exactly."""
+
+    eps, T = EPS, 80.0
+
+    def __init__(self, f_star, delta):
+        self.f_star, self.delta = f_star, delta
+
+    def __call__(self, x, t):
+        return self.f_star(x, t) + self.delta * (t > EPS).to(x.dtype)[:, None]
+
+
+def test_self_consistency_error_measures_a_known_offset():
+    mean, cov = _gaussian(4, 2)
+    f_star = gaussian_consistency_function(mean, cov, EPS)
+    delta = 0.03
+    res = self_consistency_error(_Offset(f_star, delta), mixture=f_star.mixture, n=64, n_levels=7)
+    want = delta * math.sqrt(2)  # ‖(δ, δ)‖ at every level above ε; 0 at ε
+    assert torch.allclose(res.to_end[:-1], torch.full((6,), want, dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(res.exact, res.to_end) and float(res.to_end[-1]) == 0.0
+    assert float(res.adjacent[:-2].abs().max()) < 1e-6 and float(res.adjacent[-2]) == pytest.approx(want, rel=1e-6)
+    assert res.mean_error == pytest.approx(want * 6 / 7, rel=1e-6)
