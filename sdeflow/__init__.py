@@ -4,8 +4,15 @@ Simulate SDEs (native fixed-step engine, torchsde, torchdiffeq), check them agai
 build diffusion samplers on the same solver API. See README.md and docs/.
 """
 
+from . import consistency, latent  # subpackages: sdeflow.consistency, sdeflow.latent
 from .calculus import divergence
-from .consistency import ConsistencyFunction, ConsistencyRoles
+from .consistency import (
+    ConsistencyFunction,
+    ConsistencyRoles,
+    exact_consistency_function,
+    sample_consistency,
+    self_consistency_error,
+)
 from .conversion import (
     PREDICTIONS,
     ContinuityResidual,
@@ -87,6 +94,7 @@ from .generative import (
     uniform_sigmas,
     vp_sigmas,
 )
+from .latent import EmpiricalDenoiser, frechet_distance, load_digits_split
 from .sde import (
     EDMSDE,
     NOISE_TYPES,
@@ -118,6 +126,7 @@ from .solve import (
     solve_ode,
     supported_methods,
 )
+from .solve.native import NativeSDEMethod  # (a user's own method class for simulate(method=...))
 
 __version__ = "0.1.0"
 
@@ -146,6 +155,8 @@ __all__ = [
     "MLPNet", "UNet", "EDMPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided",
     "ConsistencyFunction", "ConsistencyRoles",
     "DenoisingScoreMatching", "EDMLoss", "Trainer", "TrainConfig", "EMA", "load_model", "build_model",
-    "score_error", "nll_gap", "sampler_error",
+    "score_error", "nll_gap", "sampler_error", "NativeSDEMethod",
+    "consistency", "latent", "ConsistencyFunction", "exact_consistency_function", "sample_consistency",
+    "self_consistency_error", "EmpiricalDenoiser", "frechet_distance", "load_digits_split",
     "__version__",
 ]
