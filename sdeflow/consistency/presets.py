@@ -114,9 +114,9 @@ class ect2024:  # noqa: N801
         stages: Δt shrinks by q every d iterations; sdeflow splits the run into ``stages`` equal stages
             (the paper states d in iterations; 8 stages over the run is sdeflow's choice for short runs).
         P_mean, P_std: the lognormal t distribution, −1.1 and 2.0 (as iCT; Section 4, recalled).
-        huber_c_per_sqrt_d: the pseudo-Huber / adaptive-weighting constant c = 0.00054·√d... ECT writes its
-            weighting as w(Δ) = 1/(‖Δ‖² + c²)^{1/2} with the iCT constant (recalled), which in gradient equals
-            the pseudo-Huber distance used here.
+        huber_c_per_sqrt_d: c = 0.00054·√d. ECT writes its loss as a squared L2 with the adaptive weight
+            w(Δ) = 1/(‖Δ‖² + c²)^{1/2} and iCT's constant (recalled); with the weight held constant in the
+            gradient that is the gradient of the pseudo-Huber distance used here (up to a factor 2).
         weighting: λ(t, r) = 1/(t − r) (Section 3, as iCT's 1/Δt).
         init: "score model" — F starts from a pretrained EDM network (Section 3, "tuning from diffusion").
     """
