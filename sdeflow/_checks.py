@@ -23,6 +23,13 @@ __all__ = [
     "as_time",
     "state_stamp",
     "module_tensors",
+    "as_real",
+    "check_positive",
+    "check_finite_args",
+    "check_int",
+    "time_dtype",
+    "memory_budget",
+    "check_memory",
 ]
 
 
@@ -77,19 +84,125 @@ def check_step(dt: object, name: str = "dt", *, required_for: str | None = None)
     if dt is None:
         what = f" for {required_for}" if required_for else ""
         raise ValueError(f"{name} is required{what}: pass a positive step size, e.g. {name}=1e-3.")
-    if isinstance(dt, Tensor):
-        if dt.numel() != 1:
-            raise ValueError(f"{name} must be a single number, got a tensor of shape {tuple(dt.shape)}.")
-        dt = float(dt)
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(dt).__name__}.")
-    dt = float(dt)
+    dt = as_real(dt, name)
     if not math.isfinite(dt) or dt <= 0:
         raise ValueError(
             f"{name} must be a finite number > 0, got {dt}. The direction of integration comes from ts, "
             f"so {name} is always positive."
         )
     return dt
+
+
+def as_real(value: object, name: str) -> float:
+    """``value`` as a Python float: ints, floats, NumPy scalars and one-element tensors are accepted
+    (bools and everything else raise ``TypeError`` naming ``name``). Finiteness is not checked here."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a single number, got a tensor of shape {tuple(value.shape)}.")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number, got a {value.dtype} tensor.")
+        return float(value.detach().cpu())
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number (int or float), got {type(value).__name__}.")
+    return float(value)
+
+
+def check_positive(value: object, name: str, *, allow_zero: bool = False, hint: str = "") -> float:
+    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``); ValueError naming ``name`` otherwise."""
+    v = as_real(value, name)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0; got {value!r}"
+                         f"{'. ' + hint if hint else '.'}")
+    return v
+
+
+def check_int(value: object, name: str, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` as a Python int >= ``minimum`` (NumPy integers accepted; floats and bools refused)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}.")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {int(value)}.")
+    return int(value)
+
+
+def check_finite_args(owner: str, **values: object) -> None:
+    """Refuse non-finite (or non-numeric) constructor arguments: ``ValueError`` naming ``owner(name=...)``.
+
+    Tensors are checked elementwise; ``None`` is skipped."""
+    for name, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, Tensor):
+            if v.is_floating_point() and not bool(torch.isfinite(v.detach()).all()):
+                raise ValueError(f"{owner}({name}=...) must be finite; got {v.detach()}.")
+            continue
+        f = as_real(v, f"{owner}({name}=...)")
+        if not math.isfinite(f):
+            raise ValueError(f"{owner}({name}={v!r}) must be a finite number; pass a finite value.")
+
+
+def time_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solvers use for times with states of ``dtype``: the state's own dtype, except
+    float32 for half-precision states (float16/bfloat16 cannot even represent t = 7e4, and have
+    only ~4000 distinct values in [0, 1])."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def memory_budget(device: torch.device | str = "cpu") -> int:
+    """Bytes a single allocation plan may use on ``device``: the memory available now.
+
+    CPU: ``MemAvailable`` from ``/proc/meminfo`` (Linux), else free pages times the page size
+    from ``os.sysconf``; CUDA: the free memory from ``torch.cuda.mem_get_info``. Where neither can
+    be read, no limit (``2**63``). The environment variable ``SDEFLOW_MEMORY_BUDGET`` (bytes)
+    overrides it. Used by :func:`check_memory` to refuse sizes that cannot fit before allocating.
+    """
+    import os
+
+    env = os.environ.get("SDEFLOW_MEMORY_BUDGET")
+    if env:
+        return int(float(env))
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except Exception:  # noqa: BLE001 (no driver: no limit known)
+            return 1 << 63
+    if dev.type == "meta":
+        return 1 << 63
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 63
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, what: str, fix: str, device: torch.device | str = "cpu") -> None:
+    """Raise ``ValueError`` before allocating when ``nbytes`` exceeds :func:`memory_budget` of ``device``.
+
+    The message gives the estimate, the budget, what needs it (``what``) and how to shrink it (``fix``).
+    """
+    budget = memory_budget(device)
+    if nbytes > budget:
+        raise ValueError(f"{what} would need about {_fmt_bytes(nbytes)} but only {_fmt_bytes(budget)} is available "
+                         f"on {torch.device(device)}; {fix}.")
 
 
 def module_tensors(obj: object) -> list[Tensor]:
@@ -128,11 +241,18 @@ def make_generator(generator: torch.Generator | int | None, device: torch.device
     """Turn a seed into a ``torch.Generator`` on ``device``; check a passed generator's device."""
     if generator is None:
         return None
-    if isinstance(generator, bool):
+    if isinstance(generator, (bool, np.bool_)):
         raise TypeError("generator must be a torch.Generator, an int seed or None; got a bool.")
-    if isinstance(generator, int):
+    if isinstance(generator, (float, np.floating)):
+        raise TypeError(f"generator must be a torch.Generator or an int seed; got the float {generator!r} (a seed "
+                        f"is never rounded: pass int(seed) if that is what you mean).")
+    if isinstance(generator, (int, np.integer)):
+        seed = int(generator)
+        if not -(1 << 63) <= seed < 1 << 64:
+            raise ValueError(f"generator seed must be an int in [-2**63, 2**64) (torch.Generator.manual_seed's range); "
+                             f"got {seed}. Reduce it, e.g. seed % 2**64.")
         gen = torch.Generator(device=device)
-        gen.manual_seed(generator)
+        gen.manual_seed(seed)
         return gen
     if isinstance(generator, torch.Generator):
         gdev = torch.device(generator.device)

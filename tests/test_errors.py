@@ -99,7 +99,7 @@ class Float64Drift(sf.SDE):
 def test_wrong_shapes_name_function_and_both_shapes():
     with pytest.raises(ValueError, match=r"drift\(t, x\) returned shape \(4, 3\) but the state x has shape \(4, 2\)"):
         sf.simulate(WrongDrift(), X0, [0, 1], dt=0.1)
-    with pytest.raises(ValueError, match=r"diffusion\(t, x\) returned shape \(4, 7\) but the state x has shape \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"diffusion\(t, x\) returned shape \(4, 7, 2\) but the state x has shape \(4, 2\)"):
         sf.simulate(WrongDiffusion(), X0, [0, 1], dt=0.1)
     with pytest.raises(ValueError, match=r"func\(t, x\) returned shape \(4, 3\) but the state x has shape \(4, 2\)"):
         sf.solve_ode(lambda t, x: torch.zeros(4, 3), X0, [0, 1])

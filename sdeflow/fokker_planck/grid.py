@@ -18,6 +18,8 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
+from .._checks import check_memory
+
 __all__ = ["Grid", "Grid1D", "Grid2D", "Grid3D"]
 
 
@@ -45,10 +47,18 @@ class Grid:
         axes: one ``(lo, hi, n)`` triple per dimension.
     """
 
+    #: Bytes per cell a solve holds at least (the sparse operator's (2·ndim + 1) entries per row and a
+    #: few float64 densities): a grid whose cells times this exceed the memory available now is refused
+    #: when it is built (:func:`sdeflow._checks.check_memory`).
+    BYTES_PER_CELL = 160
+
     def __init__(self, axes: Sequence[tuple[float, float, int]]) -> None:
         if len(axes) == 0:
             raise ValueError("a grid needs at least one axis (lo, hi, n).")
         self.bounds = tuple(_check_axis(*ax, name=f"axis {k}") for k, ax in enumerate(axes))
+        cells = float(np.prod([float(n) for _, _, n in self.bounds]))
+        check_memory(cells * self.BYTES_PER_CELL, f"a grid of {' x '.join(str(n) for _, _, n in self.bounds)} "
+                     f"cells ({cells:.4g})", "use fewer cells per axis (n), or a coarser grid")
 
     # -- geometry -------------------------------------------------------------------------------
     @property

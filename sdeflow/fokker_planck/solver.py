@@ -128,8 +128,9 @@ class _Apply:
 
 
 def _prepare_p0(p0: object, grid: Grid, device: torch.device) -> Tensor:
-    if callable(p0) and not isinstance(p0, (Tensor, np.ndarray)):
-        return grid.cell_average(p0, device=device)
+    callable_p0 = callable(p0) and not isinstance(p0, (Tensor, np.ndarray))
+    if callable_p0:
+        p0 = grid.cell_average(p0, device=device)  # then checked like cell averages
     if isinstance(p0, np.ndarray):
         p0 = torch.as_tensor(p0)
     if not isinstance(p0, Tensor):
@@ -139,12 +140,14 @@ def _prepare_p0(p0: object, grid: Grid, device: torch.device) -> Tensor:
         raise ValueError(f"p0 must have the grid's shape {grid.shape}; got {tuple(p0.shape)}. Build it with "
                          f"grid.gaussian(mean, cov) or grid.cell_average(density).")
     p0 = p0.detach().to(device=device, dtype=torch.float64)
+    what = "p0(x) (averaged over the cells)" if callable_p0 else "p0"
     if not bool(torch.isfinite(p0).all()):
-        raise ValueError("p0 contains NaN or inf; pass finite cell averages.")
+        raise ValueError(f"{what} contains NaN or inf; pass a finite density.")
     if bool((p0 < 0).any()):
-        raise ValueError(f"p0 must be non-negative (a density); its minimum is {float(p0.min()):.3g}.")
+        raise ValueError(f"{what} must be non-negative (a density); its minimum is {float(p0.min()):.3g}.")
     if float(p0.sum()) == 0:
-        raise ValueError("p0 is zero everywhere; it must carry some probability on the grid.")
+        raise ValueError(f"{what} is zero everywhere on the grid; it must carry some probability there (is the "
+                         f"density's mass outside the grid?).")
     return p0
 
 

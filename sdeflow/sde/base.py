@@ -166,6 +166,9 @@ class ProtocolSDE(SDE):
 
 def as_sde(sde: object) -> SDE:
     """Return ``sde`` itself if it is an :class:`SDE`, else wrap a torchsde-protocol object."""
+    if isinstance(sde, type):
+        raise TypeError(f"sde must be an SDE instance, not the class {sde.__name__}; create one first, e.g. "
+                        f"{sde.__name__}() (with its parameters).")
     if isinstance(sde, SDE):
         if sde.noise_type not in NOISE_TYPES:
             raise ValueError(f"sde.noise_type must be one of {NOISE_TYPES}; got {sde.noise_type!r}.")
@@ -179,7 +182,9 @@ class TimeFlipped(SDE):
     """The same SDE in reversed time ``s = -t``: drift ``-f(-s, x)``, diffusion ``G(-s, x)``.
 
     Integrating this forward in ``s`` is integrating the original backward in ``t`` (decreasing
-    ``ts``). The Brownian motion of the flipped equation is ``W(-s)``, again a Brownian motion.
+    ``ts``). The Brownian motion of the flipped equation is ``W̃(s) = W(-s)`` (shifted to start at 0,
+    again a Brownian motion): its increment over a step is the user's ``W(t_next) − W(t)`` with
+    ``t_next < t`` (:class:`sdeflow.solve.noise.ReflectedBrownian` applies it to a given ``bm``).
     Internal: the solver front doors apply it, users pass decreasing ``ts``.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import as_time, broadcast_time
+from .._checks import as_time, broadcast_time, check_finite_args
 from ._gaussian import DiffusionSDE, float_time
 
 __all__ = ["EDMSDE"]
@@ -24,6 +24,7 @@ class EDMSDE(DiffusionSDE):
 
     def __init__(self, T: float = 80.0, eps: float = 0.002) -> None:
         super().__init__()
+        check_finite_args("EDMSDE", T=T, eps=eps)
         if not 0 < eps < T:
             raise ValueError(f"need 0 < eps < T, got eps={eps}, T={T}.")
         self.T, self.eps, self.prior_std = float(T), float(eps), float(T)

@@ -12,19 +12,18 @@ bar, times the run, flags paths that became non-finite and reports the cost.
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 from torch import Tensor
 
 from .._checks import module_tensors
-from .backends.torchsde_backend import solve_torchsde
+from .backends.torchsde_backend import RowsBrownian, TorchsdeAdapter, make_brownian, solve_torchsde
 from .native.engine import EagerIntegrator, Integrator, progress_bar, run_segments
 from .native.fused import CompiledIntegrator
 from .native.triton_linear import TritonIntegrator
 from .noise import BrownianIncrements, GaussianIncrements
 from .plan import SimulationPlan, _philox_seed
-from .solution import Solution, SolveStats, path_status
+from .solution import Solution, SolveStats, path_status, report_solution, solve_by_parts
 
 __all__ = ["drive", "make_integrator", "TorchsdeIntegrator"]
 
@@ -36,15 +35,44 @@ class TorchsdeIntegrator(Integrator):
     def __init__(self, plan: SimulationPlan, x0: Tensor) -> None:
         self.plan, self.x0 = plan, x0
         self.states: Tensor | None = None
-        self.adapter = None
+        self.adapter: TorchsdeAdapter | None = None
+        self.status: Tensor | None = None
+        self.failed_at: Tensor | None = None
+
+    def _solve(self) -> None:
+        p, x0 = self.plan, self.x0
+        bm = p.bm if p.bm is not None else make_brownian(x0, p.times, method=p.method, dt=p.dt,
+                                                         brownian_size=p.brownian_size, generator=p.generator)
+        sdef = p.sde
+        self.adapter = TorchsdeAdapter(sdef, tuple(x0.shape[1:]), None)
+        # one adapter counts every attempt (a failed whole-batch solve and its parts)
+        from .backends.torchsde_backend import _solver_class
+
+        if sdef.is_additive:
+            self.adapter.sde_type = _solver_class(p.method, sdef.sde_type).sde_type
+
+        def solve(rows: Tensor | None) -> Tensor:
+            xr = x0 if rows is None else x0[rows.to(x0.device)]
+            br = bm if rows is None else RowsBrownian(bm, rows)
+            try:
+                return solve_torchsde(sdef, xr, p.times, method=p.method, dt=p.dt, adaptive=p.adaptive,
+                                      rtol=p.rtol, atol=p.atol, bm=br, brownian_size=p.brownian_size,
+                                      generator=None, adjoint=p.adjoint, adapter=self.adapter)[0]
+            except RecursionError as err:
+                raise ValueError(
+                    "torchsde's BrownianInterval exceeded Python's recursion limit (its tree needs a dt hint for "
+                    "long runs): create bm with torchsde.BrownianInterval(..., dt=<your step>), or omit bm."
+                ) from err
+
+        shape = (len(p.times),) + tuple(x0.shape)
+        self.states, self.status, self.failed_at = solve_by_parts(solve, x0.shape[0], lambda: self.adapter.last_t,
+                                                                  shape, x0)
+        if p.decreasing and self.failed_at is not None:
+            self.failed_at = -self.failed_at  # the user's time
 
     def advance(self, x: Tensor, i: int, j: int) -> Tensor:
         if self.states is None:
-            p = self.plan
-            self.states, self.adapter = solve_torchsde(
-                p.sde, self.x0, p.times, method=p.method, dt=p.dt, adaptive=p.adaptive, rtol=p.rtol, atol=p.atol,
-                bm=p.bm, brownian_size=p.brownian_size, generator=p.generator, adjoint=p.adjoint,
-            )
+            self._solve()
         return self.states[j]
 
     def evaluations(self, n_steps: int) -> tuple[int, int]:
@@ -103,8 +131,14 @@ class _Keeper:
         self.k += 1
 
 
-def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None) -> Solution:
-    """Run ``plan`` from ``x0``: the saved states, their status and the solve's stats as a :class:`Solution`."""
+def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None, on_failure: str = "return",
+          ) -> Solution:
+    """Run ``plan`` from ``x0``: the saved states, their status and the solve's stats as a :class:`Solution`.
+
+    Failed paths (non-finite states; on the torchsde backend also paths the adaptive solver gave up on,
+    found by bisection) are reported by :func:`~sdeflow.solve.solution.report_solution`: a warning
+    naming ``Solution.status`` (``on_failure="return"``) or a :class:`~sdeflow.solve.solution.SolveError`
+    (``"raise"``)."""
     tick = time.perf_counter()
     if integrator is None:
         integrator = make_integrator(plan, x0)
@@ -123,16 +157,17 @@ def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None
                        drift_evals=plan.check_evals + evals[0], diffusion_evals=plan.check_evals + evals[1],
                        compile_time=integrator.compile_time)
     stats.wall_time = time.perf_counter() - tick - stats.compile_time
+    failed_at = None
     if keep is not None and bool(torch.isfinite(torch.stack(keep.sums).sum())):
-        status, n_bad = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device), 0  # every value finite
+        status = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device)  # every value finite
     else:
         status = path_status(xs)
-        n_bad = int(status.sum())
-    if n_bad:
-        warnings.warn(
-            f"{n_bad} of {x0.shape[0]} paths became NaN or infinite (see Solution.status); "
-            f"try a smaller dt or a more stable method.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return Solution(ts=plan.ts_out.clone(), xs=xs, stats=stats, status=status)
+    if isinstance(integrator, TorchsdeIntegrator) and integrator.failed_at is not None:
+        status = integrator.status.to(status.device)
+        failed_at = integrator.failed_at
+    sol = Solution(ts=plan.ts_out.clone(), xs=xs, stats=stats, status=status, failed_at=failed_at)
+    hint = ("try a smaller dt or a more stable method" if not plan.adaptive else
+            "try smaller rtol/atol or a smaller initial dt, a fixed-step method (adaptive=False with a dt), or "
+            "a more stable method")
+    return report_solution(sol, on_failure, what=f"simulate(method={plan.method!r}, backend={plan.backend!r})",
+                           hint=hint, stacklevel=4)

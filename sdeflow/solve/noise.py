@@ -162,19 +162,23 @@ class GaussianIncrements:
 
 
 class ReflectedBrownian:
-    """``W̃(s) = W(−s)`` for integrating in reversed time: ``W̃(sb) − W̃(sa)`` is ``bm(−sb, −sa)`` up to sign."""
+    """``W̃(s) = W(−s)`` for integrating in reversed time ``s = −t`` (decreasing ``ts``).
+
+    The increment over ``[sa, sb]`` is ``W(−sb) − W(−sa) = −bm(−sb, −sa)``: exactly the increment
+    ``W(t_next) − W(t)`` of the user's path over the backward step, so a forward run followed by a
+    backward run on the same ``bm`` retraces it (for additive noise, exactly). The space-time
+    integral ``U = ∫ (W̃(s) − W̃(sa)) ds`` over the step is ``U' − h·W'`` in terms of the path's own
+    ``(W', U') = bm(−sb, −sa, return_U=True)`` and ``h = sb − sa``.
+    """
 
     def __init__(self, bm: Callable[..., Tensor]) -> None:
         self.bm = bm
 
     def __call__(self, ta: float, tb: float, return_U: bool = False) -> Tensor:  # noqa: N803 (torchsde name)
         if return_U:
-            raise ValueError(
-                "a Brownian path (bm) with decreasing ts cannot provide the space-time integral needed by this "
-                "method; integrate with increasing ts, or omit bm, or use a method without space-time terms "
-                "(euler, milstein, heun)."
-            )
-        return self.bm(-tb, -ta)
+            w, u = self.bm(-tb, -ta, return_U=True)
+            return -w, u - (tb - ta) * w
+        return -self.bm(-tb, -ta)
 
     def __getattr__(self, name: str) -> object:
         # shape, dtype, device, levy_area_approximation: torchsde inspects these on its bm argument.

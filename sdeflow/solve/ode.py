@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_same_device, check_state, check_step, check_times
+from .._checks import check_int, check_memory, check_same_device, check_state, check_step, check_times, time_dtype
 from .backends.torchdiffeq_backend import TORCHDIFFEQ_METHODS, solve_torchdiffeq
 from .grid import build_grid
 from .native import ODE_METHODS
 from .native.engine import integrate_ode
-from .solution import Solution, SolveStats, path_status
+from .plan import _time_tolerance, check_tolerances, estimated_steps
+from .solution import Solution, SolveStats, check_on_failure, path_status, report_solution, solve_by_parts
 
 __all__ = ["solve_ode"]
 
@@ -45,6 +46,7 @@ def solve_ode(
     backend: Literal["torchdiffeq", "native"] = "torchdiffeq",
     adjoint: bool = False,
     max_steps: int | None = None,
+    on_failure: Literal["return", "raise"] = "return",
 ) -> Solution:
     """Integrate ``dx/dt = func(t, x)`` from ``x0`` at ``ts[0]``; ``ts`` may decrease.
 
@@ -55,12 +57,28 @@ def solve_ode(
         ts: strictly monotone output times (T,).
         method: any torchdiffeq method (``"dopri5"``, ``"rk4"``, ...), or ``"euler"``, ``"heun"``,
             ``"rk4"`` with ``backend="native"``.
-        rtol, atol: tolerances of the adaptive torchdiffeq methods.
+        rtol, atol: tolerances of the adaptive torchdiffeq methods (finite, > 0).
         dt: step size for fixed-step methods (required by the native backend; torchdiffeq's
             fixed-grid methods step on ``ts`` when it is omitted).
         backend: ``"torchdiffeq"`` or ``"native"``.
         adjoint: gradients by ``torchdiffeq.odeint_adjoint`` (constant memory in the number of steps).
-        max_steps: cap on adaptive steps (torchdiffeq's ``max_num_steps``).
+        max_steps: cap on adaptive steps (torchdiffeq's ``max_num_steps``), an int >= 1.
+        on_failure: ``"return"`` (default: warn, naming ``Solution.status``, and return every path) or
+            ``"raise"`` (:class:`~sdeflow.solve.solution.SolveError`), as in :func:`sdeflow.simulate`.
+            A path fails when its states become NaN or infinite (status 1) or when torchdiffeq gives up
+            on it ("underflow in dt", status 2, the time in ``Solution.failed_at``): the batch is then
+            bisected to find those paths and the others are solved again without them.
+
+    The adaptive Runge–Kutta methods (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``,
+    ``adaptive_heun``) are given torchdiffeq's option ``step_t=ts``: they land on every output time
+    instead of stepping past it and interpolating, so ``func`` is never evaluated outside
+    ``[ts[0], ts[-1]]`` (a VP probability-flow ODE is undefined at t < 0). The price is a step cut at
+    every output time. For plain ``torchdiffeq.odeint`` behaviour call it directly on the same ``func``
+    (``torchdiffeq.odeint(func, x0, ts, method="dopri5", rtol=..., atol=...)``).
+
+    Half-precision states (float16/bfloat16) get their times in float32
+    (:func:`sdeflow._checks.time_dtype`); times given as a float32 tensor are matched to the grid
+    with a tolerance of a few float32 ulps, as in :func:`sdeflow.simulate`.
 
     Returns:
         :class:`Solution` with ``xs`` of shape (T, B, *event_shape) and ``stats.nfe``.
@@ -70,6 +88,9 @@ def solve_ode(
     x0 = check_state(x0)
     ts_np = check_times(ts)
     check_same_device(func, x0, name="func")
+    on_failure = check_on_failure(on_failure)
+    rtol, atol = check_tolerances(rtol, atol)
+    max_steps = check_int(max_steps, "max_steps", minimum=1, allow_none=True)
     if backend not in ("torchdiffeq", "native"):
         raise ValueError(f"backend must be 'torchdiffeq' or 'native'; got {backend!r}.")
     if backend == "native":
@@ -81,29 +102,55 @@ def solve_ode(
         if adjoint:
             raise ValueError("adjoint=True needs backend='torchdiffeq'; the native backend backpropagates directly.")
         dt = check_step(dt, required_for="the native ODE backend")
+        n = estimated_steps(ts_np, dt)
+        check_memory(n * 64 + len(ts_np) * x0.numel() * x0.element_size(),
+                     f"solve_ode(dt={dt:g}) builds a grid of {n:.4g} steps", "use a larger dt (or fewer ts points)",
+                     x0.device)
     else:
         if method not in TORCHDIFFEQ_METHODS:
             raise ValueError(f"unknown torchdiffeq method {method!r}; choose one of {', '.join(TORCHDIFFEQ_METHODS)}.")
         if dt is not None:
             dt = check_step(dt)
-    t0 = torch.as_tensor(ts_np[0], dtype=x0.dtype, device=x0.device)
+    tdt = time_dtype(x0.dtype)
+    t0 = torch.as_tensor(ts_np[0], dtype=tdt, device=x0.device)
     _check_func(func, t0, x0)
 
     tick = time.perf_counter()
+    failed_at = None
     if backend == "native":
         sign = 1.0 if ts_np[-1] > ts_np[0] else -1.0
-        grid = build_grid(sign * ts_np, dt)
+        grid = build_grid(sign * ts_np, dt, time_tol=_time_tolerance(ts, ts_np))
         solver = ODE_METHODS[method](func)
         xs = torch.stack(integrate_ode(solver, x0, sign * grid.times, grid.save_index))
         stats = SolveStats(method=method, backend="native", steps=grid.n_steps,
                            drift_evals=1 + grid.n_steps * solver.evals)
+        status = path_status(xs)
     else:
-        ts_t = torch.as_tensor(ts_np, dtype=x0.dtype, device=x0.device)
-        xs, counter = solve_torchdiffeq(func, x0, ts_t, method=method, rtol=rtol, atol=atol, dt=dt,
-                                        max_steps=max_steps, adjoint=adjoint)
-        stats = SolveStats(method=method, backend="torchdiffeq", steps=None, drift_evals=1 + counter.nfe)
+        ts_t = torch.as_tensor(ts_np, dtype=x0.dtype if tdt == x0.dtype else tdt, device=x0.device)
+        last = [float("nan")]
+        nfe = [0]
+
+        def field(t: Tensor, x: Tensor) -> Tensor:
+            last[0] = float(t)
+            return func(t, x)
+
+        target = func if adjoint else field
+
+        def solve(rows: Tensor | None) -> Tensor:
+            xr = x0 if rows is None else x0[rows.to(x0.device)]
+            out, counter = solve_torchdiffeq(target, xr, ts_t, method=method, rtol=rtol, atol=atol, dt=dt,
+                                             max_steps=max_steps, adjoint=adjoint)
+            nfe[0] += counter.nfe
+            return out
+
+        xs, status, failed_at = solve_by_parts(solve, x0.shape[0], lambda: last[0],
+                                               (len(ts_np),) + tuple(x0.shape), x0)
+        stats = SolveStats(method=method, backend="torchdiffeq", steps=None, drift_evals=1 + nfe[0])
     if x0.device.type == "cuda":
         torch.cuda.synchronize(x0.device)
     stats.wall_time = time.perf_counter() - tick
-    ts_t = torch.as_tensor(ts_np, dtype=x0.dtype, device=x0.device)
-    return Solution(ts=ts_t, xs=xs, stats=stats, status=path_status(xs))
+    ts_t = torch.as_tensor(ts_np, dtype=tdt, device=x0.device)
+    sol = Solution(ts=ts_t, xs=xs, stats=stats, status=status, failed_at=failed_at)
+    return report_solution(sol, on_failure, what=f"solve_ode(method={method!r}, backend={backend!r})",
+                           hint="try a smaller dt, looser or tighter tolerances, or a fixed-step method "
+                                "(method='rk4' with a dt)")

@@ -24,7 +24,16 @@ import torch
 from torch import Tensor
 
 from .._cache import object_cache
-from .._checks import check_same_device, check_state, check_step, check_times, make_generator, state_stamp
+from .._checks import (
+    check_memory,
+    check_same_device,
+    check_state,
+    check_step,
+    check_times,
+    make_generator,
+    state_stamp,
+    time_dtype,
+)
 from ..sde.base import SDE, TimeFlipped, as_sde
 from .backends.torchsde_backend import TORCHSDE_METHODS, torchsde_support
 from .grid import build_grid
@@ -71,7 +80,8 @@ class SimulationPlan:
         times: the working times, increasing, float64: the native step grid (n + 1,), or the output
             times on the torchsde backend.
         save_index: the indices into ``times`` whose states are returned (strictly increasing).
-        ts_out: the times of the returned states, in the user's time, shape (T,), x0's dtype.
+        ts_out: the times of the returned states, in the user's time, shape (T,), x0's dtype (float32 for
+            float16/bfloat16 states: :func:`sdeflow._checks.time_dtype`).
         grid: the step grid's tensors (native backend), else ``None``.
         dt: the fixed step (``None`` for adaptive torchsde runs).
         noise_shape: the shape of one Brownian increment; ``brownian_size``: ``m``.
@@ -171,18 +181,23 @@ def resolve_method(method: object, sde: SDE) -> tuple[str, type[NativeSDEMethod]
 
 
 # -- the SDE's functions -----------------------------------------------------------------------------------
-def _check_shape(fn: str, got: torch.Size, want: torch.Size, hint: str) -> None:
+def _check_shape(fn: str, got: torch.Size, want: torch.Size, hint: str, *, shown: torch.Size | None = None,
+                 x_shape: torch.Size | None = None) -> None:
     if len(got) > len(want) or any(g != w and g != 1 for g, w in zip(reversed(got), reversed(want), strict=False)):
+        shown = got if shown is None else shown
+        x_shape = want if x_shape is None else x_shape
         raise ValueError(
-            f"{fn}(t, x) returned shape {tuple(got)} but the state x has shape {tuple(want)}; {hint}."
+            f"{fn}(t, x) returned shape {tuple(shown)} but the state x has shape {tuple(x_shape)}; {hint}."
         )
 
 
-def check_sde_functions(sde: SDE, t0: Tensor, x0: Tensor) -> int:
+def check_sde_functions(sde: SDE, t0: Tensor, x0: Tensor, *, t_user: float | None = None) -> int:
     """Evaluate drift and diffusion once at ``(t0, x0)`` and check shapes, dtypes and finiteness.
 
     Returns the Brownian dimension ``m`` (1 for scalar noise, ``prod(event)`` for diagonal noise).
-    Raises ``TypeError``/``ValueError`` naming the function and both shapes.
+    Raises ``TypeError``/``ValueError`` naming the function and both shapes (the shapes the
+    functions returned and the state's, as the user passed them), and the time in the user's time
+    (``t_user``, when ``t0`` is a working time such as ``-t`` of a backward run).
     """
     for fn in ("drift", "diffusion"):
         out = getattr(sde, fn)(t0, x0)
@@ -195,7 +210,8 @@ def check_sde_functions(sde: SDE, t0: Tensor, x0: Tensor) -> int:
             )
         if not bool(torch.isfinite(out).all()):
             raise ValueError(
-                f"{fn}(t, x) returned NaN or inf at the initial time {float(t0):g}; check the SDE's parameters and x0."
+                f"{fn}(t, x) returned NaN or inf at the initial time "
+                f"{float(t0) if t_user is None else t_user:g}; check the SDE's parameters and x0."
             )
         if fn == "drift":
             _check_shape("drift", out.shape, x0.shape, f"drift must return a tensor of shape {tuple(x0.shape)}")
@@ -214,13 +230,14 @@ def check_sde_functions(sde: SDE, t0: Tensor, x0: Tensor) -> int:
                 )
             want = x0.shape if out.dim() == x0.dim() + 1 else x0.shape[1:]
             _check_shape("diffusion", out.shape[:-1], want,
-                         f"for noise_type={sde.noise_type!r} diffusion must return shape {tuple(x0.shape)}+(m,)")
+                         f"for noise_type={sde.noise_type!r} diffusion must return shape {tuple(x0.shape)}+(m,) "
+                         f"(or {tuple(x0.shape[1:])}+(m,) shared by all paths)", shown=out.shape, x_shape=x0.shape)
             m = int(out.shape[-1])
     return m
 
 
 def _checked(owner: object, work: SDE, t0: float, x0: Tensor, method_cls: type[NativeSDEMethod] | None,
-             ) -> tuple[int, tuple[int, int], int]:
+             t_user: float | None = None) -> tuple[int, tuple[int, int], int]:
     """``(m, step costs, evaluations made)``: :func:`check_sde_functions` and the method's costs, cached
     per SDE object while its tensors are unchanged."""
     key = (type(work), t0, tuple(x0.shape), x0.dtype, x0.device, method_cls, torch.is_grad_enabled())
@@ -229,8 +246,8 @@ def _checked(owner: object, work: SDE, t0: float, x0: Tensor, method_cls: type[N
     hit = cache.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2], 0
-    t = torch.as_tensor(t0, dtype=x0.dtype, device=x0.device)
-    m = check_sde_functions(work, t, x0)
+    t = torch.as_tensor(t0, dtype=time_dtype(x0.dtype), device=x0.device)
+    m = check_sde_functions(work, t, x0, t_user=t_user)
     costs = method_cls.costs(work, t, x0) if method_cls is not None else (0, 0)
     if len(cache) >= 16:
         cache.pop(next(iter(cache)))
@@ -294,9 +311,15 @@ def _check_options(save: str, backend: str, chunk: object, compile: object, rtol
         raise ValueError(f"chunk must be a positive int (steps per compiled chunk); got {chunk!r}.")
     if compile not in (False, True, "inductor", "triton"):
         raise ValueError(f"compile must be False, True, 'inductor' or 'triton'; got {compile!r}.")
-    for name, val in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(val, (int, float)) and val > 0):
-            raise ValueError(f"{name} must be a positive number; got {val!r}.")
+    check_tolerances(rtol, atol)
+
+
+def check_tolerances(rtol: object, atol: object) -> tuple[float, float]:
+    """``(rtol, atol)`` as floats, each finite and > 0 (ValueError/TypeError naming the argument)."""
+    from .._checks import check_positive
+
+    return (check_positive(rtol, "rtol", hint="Use e.g. rtol=1e-5 (a zero or negative tolerance gives wrong steps)."),
+            check_positive(atol, "atol", hint="Use e.g. atol=1e-4 (a zero or negative tolerance gives wrong steps)."))
 
 
 def _check_triton(sde: SDE, x0: Tensor, method: str, bm: object | None) -> None:
@@ -408,10 +431,20 @@ def plan_simulation(
     if native and not custom:
         name = cls.name  # torchsde's "srk" runs as the native "sra1" on additive noise
 
+    _check_size(ts_np, dt, x0, save, native)
+    if bm is not None:
+        _check_bm(bm, ts_np, generator, dt, space_time=(cls.needs_space_time if native else
+                                                         _levy_area_needed(name, sde)))
     decreasing = bool(ts_np[0] > ts_np[-1])
     work = TimeFlipped(sde) if decreasing else sde
     s = -ts_np if decreasing else ts_np
-    m, costs, check_evals = _checked(owner, work, float(s[0]), x0, cls if native else None)
+    m, costs, check_evals = _checked(owner, work, float(s[0]), x0, cls if native else None, float(ts_np[0]))
+    if not native and name == "milstein" and sde.noise_type == "scalar" and not sde.is_additive:
+        from .backends.torchsde_backend import SCALAR_MILSTEIN_REASON, scalar_milstein_jacobian_asymmetric
+
+        t_chk = torch.as_tensor(float(s[0]), dtype=time_dtype(x0.dtype), device=x0.device)
+        if scalar_milstein_jacobian_asymmetric(work, t_chk, x0):
+            raise _unsupported(name, backend, SCALAR_MILSTEIN_REASON, sde)
     key = (s.tobytes(), dt, decreasing, x0.dtype, x0.device, torch.is_inference_mode_enabled())
     if native:
         tol = _time_tolerance(ts, ts_np)
@@ -450,6 +483,92 @@ def plan_simulation(
     )
 
 
+#: Bytes per native step held while planning and running (the float64 grid and its step sizes, their
+#: Python-float lists, the per-step 0-dim time tensors and the noise schedule): an upper estimate.
+_BYTES_PER_STEP = 256
+
+
+def estimated_steps(ts_np: np.ndarray, dt: float) -> float:
+    """Steps of the native grid of ``ts_np`` with step ``dt`` (as a float: it may be astronomically large)."""
+    return float(np.sum(np.maximum(1.0, np.ceil(np.abs(np.diff(ts_np)) / dt))))
+
+
+def _check_size(ts_np: np.ndarray, dt: float | None, x0: Tensor, save: str, native: bool) -> None:
+    """Refuse a run whose grid or saved states cannot fit in memory, before allocating anything
+    (:func:`sdeflow._checks.check_memory`: the memory available now is the budget)."""
+    state = float(x0.numel()) * x0.element_size()
+    n = estimated_steps(ts_np, dt) if dt is not None else float(len(ts_np) - 1)
+    saves = 1 if save == "final" else (n + 1 if save == "steps" and native else len(ts_np))
+    grid = n * _BYTES_PER_STEP if native else 0.0
+    total = grid + saves * state
+    if total <= 1 << 28:  # 256 MiB: always fine, and the common case needs no system call
+        return
+    if saves * state >= grid:
+        what = (f"simulate(save={save!r}) keeps {saves:.4g} states of shape {tuple(x0.shape)} ({x0.dtype}) "
+                f"(+ a grid of {n:.4g} steps)")
+        fix = ("pass save='final' (only the last state: O(B·d) memory), fewer output times ts, a smaller batch, "
+               "or sdeflow.ensemble_statistics for moments and histograms without keeping paths")
+    else:
+        what = f"simulate(dt={dt:g}) builds a grid of {n:.4g} steps over ts = [{ts_np[0]:g} .. {ts_np[-1]:g}]"
+        fix = "use a larger dt (the number of steps is |ts[-1] - ts[0]| / dt)"
+    check_memory(total, what, fix, x0.device)
+
+
+def _levy_area_needed(name: str, sde: SDE) -> bool:
+    """Whether torchsde's ``name`` needs the space-time Lévy area of a user's ``bm``."""
+    from .backends.torchsde_backend import levy_area_for
+
+    return levy_area_for(name) != "none"
+
+
+#: A torchsde BrownianInterval built without ``dt`` refines its tree recursively from the queries it
+#: sees; beyond about 2·10^4 steps that recursion exceeds Python's limit (a known torchsde limitation).
+_BM_NO_HINT_MAX_STEPS = 10_000
+
+
+def _check_bm(bm: object, ts_np: np.ndarray, generator: object, dt: float | None, *, space_time: bool) -> None:
+    """Check a user's Brownian path against the run: callable, covering ``ts``, with the Lévy area the
+    method needs, with a ``dt`` hint for long runs, and not combined with ``generator``."""
+    if not callable(bm):
+        raise TypeError(f"bm must be a Brownian path callable as bm(ta, tb), e.g. torchsde.BrownianInterval; "
+                        f"got {type(bm).__name__}.")
+    if generator is not None:
+        raise ValueError("pass either bm (the Brownian path to follow) or generator (to draw a new path), not both: "
+                         "with bm the generator would be ignored. Drop generator, or drop bm.")
+    lo, hi = float(ts_np.min()), float(ts_np.max())
+    start, end = getattr(bm, "_start", None), getattr(bm, "_end", None)
+    if start is None or end is None:
+        start, end = getattr(bm, "t0", None), getattr(bm, "t1", None)
+    try:
+        start = None if start is None else float(start)
+        end = None if end is None else float(end)
+    except (TypeError, ValueError):
+        start = end = None
+    if start is not None and end is not None:
+        slack = 1e-12 * max(1.0, abs(lo), abs(hi))
+        if start > lo + slack or end < hi - slack:
+            raise ValueError(
+                f"bm covers [{start:g}, {end:g}] but ts spans [{lo:g}, {hi:g}]: outside its interval the path would "
+                f"freeze (torchsde clamps the query times), halving the variance. Create the path over ts, e.g. "
+                f"torchsde.BrownianInterval(t0={lo:g}, t1={hi:g}, size=...)."
+            )
+    levy = getattr(bm, "levy_area_approximation", None)
+    if space_time and levy is not None and levy not in ("space-time", "davie", "foster"):
+        raise ValueError(
+            f"this method needs the space-time Lévy area of the Brownian path, but bm was created with "
+            f"levy_area_approximation={levy!r}; create it with torchsde.BrownianInterval(..., "
+            f"levy_area_approximation='space-time'), or use a method without it (euler, milstein, heun)."
+        )
+    n = estimated_steps(ts_np, dt) if dt is not None else 0.0
+    if getattr(bm, "_dt", 0) is None and not getattr(bm, "_halfway_tree", True) and n > _BM_NO_HINT_MAX_STEPS:
+        raise ValueError(
+            f"bm is a torchsde.BrownianInterval created without dt, and this run takes {n:.4g} "
+            f"steps: torchsde then refines its tree recursively and fails with RecursionError beyond ~2e4 steps. "
+            f"Create it with the step hint, torchsde.BrownianInterval(..., dt={dt:g}), or omit bm and pass "
+            f"generator=seed."
+        )
+
+
 def _grid(s: np.ndarray, dt: float, tol: float) -> tuple[np.ndarray, tuple[int, ...]]:
     g = build_grid(s, dt, time_tol=tol)
     g.times.setflags(write=False)  # shared by every plan of this grid
@@ -470,4 +589,4 @@ def _out_times(ts_np: np.ndarray, times: np.ndarray, save: str, decreasing: bool
         out = -times if decreasing else times
     else:
         out = ts_np
-    return torch.tensor(np.ascontiguousarray(out), dtype=x0.dtype, device=x0.device)
+    return torch.tensor(np.ascontiguousarray(out), dtype=time_dtype(x0.dtype), device=x0.device)

@@ -20,7 +20,7 @@ from .native.fused import DEFAULT_CHUNK
 from .plan import METHOD_ALIASES, check_sde_functions, plan_simulation, supported_methods
 from .plan import _native_name as _native_name  # sdeflow.verify imports it from here
 from .plan import _philox_seed as _philox_seed  # the Triton tests import it from here
-from .solution import Solution
+from .solution import Solution, check_on_failure
 
 __all__ = ["simulate", "supported_methods", "check_sde_functions", "METHOD_ALIASES"]
 SaveMode = Literal["ts", "final", "steps"]
@@ -44,6 +44,7 @@ def simulate(
     progress: bool = False,
     compile: bool | Literal["inductor", "triton"] = False,
     chunk: int = DEFAULT_CHUNK,
+    on_failure: Literal["return", "raise"] = "return",
 ) -> Solution:
     """Integrate ``dx = f dt + G dW`` from ``x0`` at ``ts[0]`` over the times ``ts``.
 
@@ -86,6 +87,13 @@ def simulate(
             compiled graph); fewer when a chunk would exceed 2^18 random numbers (2^22 on CUDA).
             The random stream depends on it, so keep it fixed to reproduce paths; eager and compiled
             runs with the same ``chunk`` and seed use the same increments.
+        on_failure: what to do when paths fail (the solvers' and samplers' one convention):
+            ``"return"`` (default) warns, naming ``Solution.status``, and returns every path with its
+            status; ``"raise"`` raises :class:`~sdeflow.solve.solution.SolveError` (its ``solution``
+            holds the same result). A path fails when a saved state is NaN or infinite (status 1), or,
+            on the torchsde backend, when the adaptive solver gives up on it (status 2, the time in
+            ``Solution.failed_at``): the batch is then bisected to find those paths, and the others
+            are solved again without them, on the same Brownian path.
 
     Returns:
         :class:`Solution` with ``xs`` of shape (len(saved ts), B, *event_shape). Its stats count the
@@ -93,7 +101,8 @@ def simulate(
         check of drift and diffusion at ``(ts[0], x0)``, which runs on the first call for an SDE,
         state signature and parameter version and is reused after it.
     """
+    on_failure = check_on_failure(on_failure)
     plan = plan_simulation(sde, x0, ts, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol,
                            backend=backend, generator=generator, bm=bm, save=save, adjoint=adjoint,
                            progress=progress, compile=compile, chunk=chunk)
-    return drive(plan, x0)
+    return drive(plan, x0, on_failure=on_failure)

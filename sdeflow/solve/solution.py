@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-__all__ = ["Solution", "SolveStats", "STATUS_OK", "STATUS_NONFINITE"]
+__all__ = [
+    "Solution", "SolveStats", "SolveError", "STATUS_OK", "STATUS_NONFINITE", "STATUS_ABORTED", "ON_FAILURE",
+    "check_on_failure", "report_solution", "solve_by_parts",
+]
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
+#: The adaptive solver (torchsde, torchdiffeq) gave up on this path (its states are NaN from then on).
+STATUS_ABORTED = 2
+
+#: The one convention of the solvers and samplers: ``"return"`` warns and returns every path with its
+#: status; ``"raise"`` raises (:class:`SolveError` here, ``SamplingError`` for the samplers).
+ON_FAILURE = ("return", "raise")
+#: What the dependencies raise when an adaptive solve gives up ("underflow in dt", "Found nans in the
+#: error estimate", a RecursionError in torchsde's Brownian tree).
+_ABORTS = (AssertionError, RuntimeError, RecursionError, OverflowError, ZeroDivisionError)
 
 
 @dataclass
@@ -49,13 +63,18 @@ class Solution:
         ts: times of the saved states, shape (T,).
         xs: saved states, shape (T, B, *event_shape); ``xs[0]`` is the initial state when it was saved.
         stats: :class:`SolveStats`.
-        status: per-path status, shape (B,), int8: 0 = ok, 1 = a saved state was NaN or infinite.
+        status: per-path status, shape (B,), int8: 0 = ok (``STATUS_OK``), 1 = a saved state was NaN or
+            infinite (``STATUS_NONFINITE``), 2 = the adaptive solver gave up on the path (``STATUS_ABORTED``;
+            its states from ``failed_at`` on are NaN). ``ok`` is the boolean form.
+        failed_at: for aborted paths, the time at which the solver gave up, shape (B,), float64, NaN for
+            the other paths; ``None`` when no path was aborted.
     """
 
     ts: Tensor
     xs: Tensor
     stats: SolveStats
     status: Tensor = field(default=None)  # type: ignore[assignment]
+    failed_at: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.status is None:
@@ -68,7 +87,9 @@ class Solution:
 
     @property
     def ok(self) -> Tensor:
-        """Boolean mask of paths that stayed finite, shape (B,)."""
+        """Per-path boolean tensor, shape (B,): True where the path stayed finite and was solved to the end
+        (``status == 0``). A tensor, not a bool: use ``sol.ok.all()`` for the whole batch, ``sol.xs[:, sol.ok]``
+        for the good paths."""
         return self.status == STATUS_OK
 
     def __repr__(self) -> str:
@@ -88,3 +109,112 @@ def path_status(xs: Tensor) -> Tensor:
         return torch.zeros(xs.shape[1], dtype=torch.int8)
     bad = ~torch.isfinite(xs.reshape(xs.shape[0], xs.shape[1], -1)).all(-1).all(0)
     return bad.to(torch.int8)
+
+
+class SolveError(RuntimeError):
+    """A solve had failed paths and was called with ``on_failure="raise"``.
+
+    Attributes:
+        solution: the :class:`Solution` with every path's status (failed paths' states are NaN).
+        paths: indices of the failed paths; ``times``: for aborted paths the time the solver gave up (else NaN).
+    """
+
+    def __init__(self, message: str, solution: Solution) -> None:
+        super().__init__(message)
+        self.solution = solution
+        self.paths = torch.nonzero(solution.status).flatten().tolist()
+
+
+def check_on_failure(on_failure: object) -> str:
+    """``on_failure`` must be ``"return"`` or ``"raise"`` (ValueError naming it otherwise)."""
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure must be 'return' (warn and return every path with its status in "
+                         f"Solution.status) or 'raise' (raise SolveError); got {on_failure!r}.")
+    return str(on_failure)
+
+
+def report_solution(sol: Solution, on_failure: str, *, what: str, hint: str, stacklevel: int = 3) -> Solution:
+    """Warn (``"return"``) or raise :class:`SolveError` (``"raise"``) when some paths of ``sol`` failed.
+
+    The message counts the non-finite and aborted paths, names the first few (and for aborted ones the
+    time the solver gave up), names ``Solution.status`` and says what to try (``hint``)."""
+    status = sol.status
+    n_bad = int((status != STATUS_OK).sum())
+    if not n_bad:
+        return sol
+    b = status.shape[0]
+    nonfinite = torch.nonzero(status == STATUS_NONFINITE).flatten().tolist()
+    aborted = torch.nonzero(status == STATUS_ABORTED).flatten().tolist()
+    parts = []
+    if nonfinite:
+        parts.append(f"{len(nonfinite)} of {b} paths became NaN or infinite (paths {_few(nonfinite)})")
+    if aborted:
+        at = sol.failed_at
+        when = ", ".join(f"{i} at t={float(at[i]):.6g}" for i in aborted[:8]) if at is not None else _few(aborted)
+        more = ", ..." if len(aborted) > 8 else ""
+        parts.append(f"the adaptive solver gave up on {len(aborted)} of {b} paths ({when}{more}; "
+                     f"the other paths were solved again without them)")
+    msg = f"{what}: {'; '.join(parts)}. See Solution.status (0 ok, 1 non-finite, 2 aborted); {hint}"
+    if on_failure == "raise":
+        raise SolveError(msg + "; on_failure='return' returns the finite paths with their status.", sol)
+    warnings.warn(msg + ".", RuntimeWarning, stacklevel=stacklevel)
+    return sol
+
+
+def _few(idx: list[int]) -> str:
+    return ", ".join(map(str, idx[:8])) + (", ..." if len(idx) > 8 else "")
+
+
+def solve_by_parts(
+    solve: Callable[[Tensor | None], Tensor],
+    batch: int,
+    last_time: Callable[[], float],
+    shape: tuple[int, ...],
+    like: Tensor,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Run ``solve(rows)`` (``rows=None``: the whole batch) and, if the dependency gives up, find the
+    paths responsible by bisection: halves that fail are split again down to single paths.
+
+    ``solve(rows)`` returns the states (T, len(rows), *event) of those rows; ``last_time()`` the last
+    time the vector field was evaluated at (the time a one-path solve gave up). Returns ``(xs, status,
+    failed_at)``: the states (T, B, *event) with NaN for aborted paths, the per-path status (int8) and
+    the failure times (float64, NaN elsewhere; ``None`` when nothing was aborted). ``shape`` is the
+    shape of the full result (T, B, *event), ``like`` a tensor of its dtype and device. The good paths
+    of a split batch are solved without the bad ones (for adaptive methods their steps then differ
+    from the whole batch's, within the tolerances).
+    """
+    try:
+        xs = solve(None)
+        return xs, path_status(xs), None
+    except _ABORTS:
+        pass
+    parts: list[tuple[Tensor, Tensor]] = []
+    failed: dict[int, float] = {}
+
+    def run(rows: Tensor) -> None:
+        try:
+            parts.append((rows, solve(rows)))
+        except _ABORTS:
+            if rows.numel() == 1:
+                failed[int(rows)] = float(last_time())
+                return
+            h = rows.numel() // 2
+            run(rows[:h])
+            run(rows[h:])
+
+    all_rows = torch.arange(batch)
+    h = batch // 2
+    if batch == 1:
+        failed[0] = float(last_time())
+    else:
+        run(all_rows[:h])
+        run(all_rows[h:])
+    xs = torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
+    for rows, part in parts:
+        xs[:, rows.to(like.device)] = part.detach() if not torch.is_grad_enabled() else part
+    status = path_status(xs)
+    at = torch.full((batch,), float("nan"), dtype=torch.float64)
+    for i, t in failed.items():
+        status[i] = STATUS_ABORTED
+        at[i] = t
+    return xs, status, at

@@ -33,7 +33,7 @@ from torch import Tensor
 from .._checks import check_state, check_step, make_generator
 from ..io import atomic_write
 from ..sde.base import SDE, as_sde
-from ..solve.backends.torchsde_backend import TORCHSDE_METHODS, TorchsdeAdapter
+from ..solve.backends.torchsde_backend import TORCHSDE_METHODS, TorchsdeAdapter, torchsde_support
 from ..solve.native import SDE_METHODS
 from ..solve.simulate import METHOD_ALIASES, _native_name, check_sde_functions, simulate
 from .brownian import NestedBrownianPath
@@ -140,7 +140,10 @@ def declared_orders(method: str, backend: str, sde: object) -> tuple[float, floa
     """``(strong, weak)`` orders that ``method`` on ``backend`` declares for ``sde``'s kind of noise.
 
     Native methods: their class attributes (``declared_strong_order(sde)``, ``weak_order``). torchsde
-    methods: the attributes torchsde's solver sets for the noise type it is given.
+    methods: the attributes torchsde's solver sets for the noise type it is given, except torchsde's
+    Milstein on scalar, non-additive noise: its correction uses ``Jᵀg`` instead of ``J g``, so only
+    strong order 0.5 holds in general (1.0 when ``∂g/∂x`` is symmetric; ``simulate`` refuses it when
+    the Jacobian at the start is not). Raises ValueError when the method cannot integrate ``sde``.
     """
     sde = as_sde(sde)
     method = METHOD_ALIASES.get(method.lower(), method.lower())
@@ -157,7 +160,12 @@ def declared_orders(method: str, backend: str, sde: object) -> tuple[float, floa
         raise ValueError(f"unknown torchsde method {method!r}; choose one of {', '.join(TORCHSDE_METHODS)}.")
     from torchsde._core.methods import select
 
+    reason = torchsde_support(method, sde)
+    if reason is not None:
+        raise ValueError(f"torchsde's {method} cannot integrate this SDE: {reason}.")
     cls = select(TORCHSDE_METHODS[method], sde.sde_type)
+    if method == "milstein" and sde.noise_type == "scalar" and not sde.is_additive:
+        return 0.5, 1.0
     adapter = TorchsdeAdapter(sde, (1,), cls.sde_type if sde.is_additive else None)
     m = 1
     bm = NestedBrownianPath(0.0, 1.0, (1, m), n_fine=1)

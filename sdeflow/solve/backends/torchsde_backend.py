@@ -8,7 +8,10 @@ from torch import Tensor, nn
 
 from ...sde.base import SDE
 
-__all__ = ["TORCHSDE_METHODS", "torchsde_support", "TorchsdeAdapter", "solve_torchsde"]
+__all__ = [
+    "TORCHSDE_METHODS", "torchsde_support", "TorchsdeAdapter", "solve_torchsde", "make_brownian", "RowsBrownian",
+    "levy_area_for",
+]
 
 #: sdeflow name -> torchsde name.
 TORCHSDE_METHODS: dict[str, str] = {
@@ -39,7 +42,37 @@ def torchsde_support(method: str, sde: SDE) -> str | None:
     return None
 
 
-def _levy_area(method: str) -> str:
+#: Why torchsde's Milstein is refused on scalar noise whose diffusion has a non-symmetric Jacobian.
+SCALAR_MILSTEIN_REASON = (
+    "torchsde's scalar-noise Milstein correction uses Jᵀg where it needs J g (J = ∂g/∂x), and J of this "
+    "diffusion is not symmetric at (ts[0], x0), so its strong order would drop to 0.5; the native milstein is "
+    "correct (backend='native' or 'auto', fixed dt), or use method='srk' on torchsde"
+)
+
+
+def scalar_milstein_jacobian_asymmetric(sde: SDE, t: Tensor, x0: Tensor) -> bool:
+    """Whether ``J = ∂g/∂x`` of a scalar-noise diffusion is non-symmetric at ``(t, x0[0])`` (states flattened;
+    ``d`` reverse-mode passes). torchsde's scalar Milstein is only correct when it is symmetric."""
+    x = x0[:1].detach().reshape(1, -1)
+    d = x.shape[1]
+    if d == 1:
+        return False
+    shape = (1,) + tuple(x0.shape[1:])
+
+    def g(flat: Tensor) -> Tensor:
+        out = sde.diffusion(t, flat.reshape(shape))
+        return out.expand(shape).reshape(-1)
+
+    with torch.enable_grad():
+        jac = torch.autograd.functional.jacobian(g, x.reshape(-1).clone().requires_grad_(True))
+    if not bool(torch.isfinite(jac).all()):
+        return False
+    scale = float(jac.abs().max()) or 1.0
+    return float((jac - jac.T).abs().max()) > 1e-6 * scale
+
+
+def levy_area_for(method: str) -> str:
+    """The ``levy_area_approximation`` torchsde's ``method`` needs of its Brownian path."""
     name = TORCHSDE_METHODS[method]
     if name == "srk":
         return "space-time"
@@ -60,12 +93,14 @@ class TorchsdeAdapter(nn.Module):
         self.event_shape = tuple(event_shape)
         self.drift_evals = 0
         self.diffusion_evals = 0
+        self.last_t = float("nan")  # the last time f was evaluated at (where a failed solve gave up)
 
     def _x(self, y: Tensor) -> Tensor:
         return y.reshape((y.shape[0],) + self.event_shape)
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
         self.drift_evals += 1
+        self.last_t = float(t)
         x = self._x(y)
         return self.sde.drift(t, x).to(y.dtype).expand(x.shape).reshape(y.shape)
 
@@ -73,6 +108,48 @@ class TorchsdeAdapter(nn.Module):
         self.diffusion_evals += 1
         x = self._x(y)
         return self.sde.noise_op.flat(self.sde.diffusion(t, x).to(y.dtype), x)
+
+
+#: Runs longer than this many steps get torchsde's ``dt`` hint (see :func:`make_brownian`).
+HINT_MIN_STEPS = 10_000
+
+
+class RowsBrownian:
+    """The rows ``rows`` of a Brownian path of size (B, m): the same path for a sub-batch (re-solving
+    the good paths of a failed adaptive solve without the bad ones)."""
+
+    def __init__(self, bm: object, rows: Tensor) -> None:
+        self.bm, self.rows = bm, rows
+        self.shape = (int(rows.numel()),) + tuple(bm.shape[1:])
+
+    def __call__(self, ta: float, tb: float | None = None, return_U: bool = False, return_A: bool = False):  # noqa: ANN204, N803
+        out = self.bm(ta, tb, return_U=return_U, return_A=return_A)
+        if isinstance(out, tuple):
+            return tuple(o[self.rows.to(o.device)] for o in out)
+        return out[self.rows.to(out.device)]
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("bm", "rows"):
+            raise AttributeError(name)
+        return getattr(self.bm, name)
+
+
+def make_brownian(x0: Tensor, ts: np.ndarray, *, method: str, dt: float | None, brownian_size: int,
+                  generator: torch.Generator | None) -> object:
+    """The torchsde ``BrownianInterval`` sdeflow builds for a run: over ``ts``, seeded from ``generator``,
+    with the Lévy area ``method`` needs and, for runs of more than 10^4 steps of ``dt``, the step hint
+    ``dt`` (without it torchsde refines its tree recursively from the queries and fails with
+    RecursionError beyond ~2·10^4 steps; shorter runs keep the tree, hence the paths, of earlier
+    versions)."""
+    import torchsde
+
+    span = abs(float(ts[-1]) - float(ts[0]))
+    hint = dt if dt is not None and span / dt > HINT_MIN_STEPS else None
+    entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x0.device).item())
+    return torchsde.BrownianInterval(
+        t0=float(ts[0]), t1=float(ts[-1]), size=(x0.shape[0], brownian_size), dtype=x0.dtype, device=x0.device,
+        entropy=entropy, levy_area_approximation=levy_area_for(method), dt=hint,
+    )
 
 
 def solve_torchsde(
@@ -89,21 +166,19 @@ def solve_torchsde(
     brownian_size: int,
     generator: torch.Generator | None,
     adjoint: bool,
+    adapter: TorchsdeAdapter | None = None,
 ) -> tuple[Tensor, TorchsdeAdapter]:
     """Integrate with torchsde over increasing ``ts``; returns states (T, B, *event) and the adapter."""
     import torchsde
 
     b = x0.shape[0]
-    adapter = TorchsdeAdapter(sde, tuple(x0.shape[1:]), _solver_class(method, sde.sde_type).sde_type
-                              if sde.is_additive else None)
+    if adapter is None:
+        adapter = TorchsdeAdapter(sde, tuple(x0.shape[1:]), _solver_class(method, sde.sde_type).sde_type
+                                  if sde.is_additive else None)
     ts_t = torch.as_tensor(ts, dtype=x0.dtype, device=x0.device)
     y0 = x0.reshape(b, -1)
     if bm is None:
-        entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x0.device).item())
-        bm = torchsde.BrownianInterval(
-            t0=float(ts[0]), t1=float(ts[-1]), size=(b, brownian_size), dtype=x0.dtype, device=x0.device,
-            entropy=entropy, levy_area_approximation=_levy_area(method),
-        )
+        bm = make_brownian(x0, ts, method=method, dt=dt, brownian_size=brownian_size, generator=generator)
     kwargs = dict(bm=bm, method=TORCHSDE_METHODS[method], dt=dt if dt is not None else 1e-3,
                   adaptive=adaptive, rtol=rtol, atol=atol)
     if adjoint:

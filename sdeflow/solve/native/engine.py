@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..._checks import time_dtype
 from .base import NativeODEMethod, NativeSDEMethod
 
 __all__ = [
@@ -56,8 +57,9 @@ class Integrator:
 
 
 def times_on_device(times: np.ndarray, x0: Tensor) -> Tensor:
-    """The time grid as a tensor on ``x0``'s device; on CUDA through pinned memory, without a host sync."""
-    tt = torch.tensor(times, dtype=x0.dtype)  # a copy: the grid arrays are shared (read-only)
+    """The time grid as a tensor on ``x0``'s device, in :func:`~sdeflow._checks.time_dtype` of its dtype (x0's
+    dtype; float32 for half-precision states); on CUDA through pinned memory, without a host sync."""
+    tt = torch.tensor(times, dtype=time_dtype(x0.dtype))  # a copy: the grid arrays are shared (read-only)
     if x0.device.type == "cuda":
         return tt.pin_memory().to(x0.device, non_blocking=True)
     return tt.to(x0.device)
