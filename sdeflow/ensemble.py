@@ -11,14 +11,15 @@ exactly (bit for bit) what a single process returns. Memory is O(batch_size · T
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_times
+from ._checks import check_int, check_memory, check_times
 from .solve.simulate import simulate
 
 __all__ = [
@@ -38,6 +39,10 @@ class EnsembleStats:
         hist: counts per bin, shape (T, D, bins) with D = prod(event_shape), int64, or None.
         edges: bin edges, shape (bins + 1,), or None.
         outside: values that fell outside the histogram range, shape (T, D), or None.
+        dropped: paths left out of every statistic because a saved value was NaN or infinite (the
+            statistics are those of the ``count`` finite paths).
+        dropped_paths: the ensemble-wide indices of the dropped paths (batch ``b``'s path ``i`` is
+            ``b · batch_size + i``), int64, shape (dropped,).
     """
 
     ts: Tensor
@@ -47,6 +52,8 @@ class EnsembleStats:
     hist: Tensor | None = None
     edges: Tensor | None = None
     outside: Tensor | None = None
+    dropped: int = 0
+    dropped_paths: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
 
     @property
     def var(self) -> Tensor:
@@ -75,6 +82,15 @@ class EnsembleStats:
             raise ValueError(
                 f"cannot merge statistics of shapes {tuple(self.mean.shape)} and {tuple(other.mean.shape)}."
             )
+        dropped = self.dropped + other.dropped
+        dropped_paths = torch.cat([self.dropped_paths.cpu(), other.dropped_paths.cpu()])
+        if other.count == 0 or self.count == 0:
+            keep, new = (self, other) if other.count == 0 else (other, self)
+            hist = outside = None
+            if self.hist is not None and other.hist is not None:
+                hist, outside = self.hist + other.hist, self.outside + other.outside
+            return EnsembleStats(self.ts, keep.count, keep.mean, keep.m2, hist, self.edges, outside, dropped,
+                                 dropped_paths)
         n = self.count + other.count
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / n)
@@ -83,7 +99,7 @@ class EnsembleStats:
         if self.hist is not None and other.hist is not None:
             hist = self.hist + other.hist
             outside = self.outside + other.outside
-        return EnsembleStats(self.ts, n, mean, m2, hist, self.edges, outside)
+        return EnsembleStats(self.ts, n, mean, m2, hist, self.edges, outside, dropped, dropped_paths)
 
 
 def seeded_generator(words: Sequence[int], device: torch.device | str = "cpu") -> torch.Generator:
@@ -112,15 +128,27 @@ def _histogram(xs: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
     return counts, outside
 
 
-def batch_partial(xs: Tensor, ts: Tensor, edges: Tensor | None) -> EnsembleStats:
-    """Statistics of one batch of saved states ``xs`` of shape (T, b, *event)."""
+def batch_partial(xs: Tensor, ts: Tensor, edges: Tensor | None, offset: int = 0) -> EnsembleStats:
+    """Statistics of one batch of saved states ``xs`` of shape (T, b, *event).
+
+    Paths with a NaN or infinite saved value are left out of every statistic (means, variances,
+    histograms) and counted in ``dropped`` (their indices, plus ``offset``, in ``dropped_paths``)."""
+    finite = torch.isfinite(xs.reshape(xs.shape[0], xs.shape[1], -1)).all(-1).all(0)
+    bad = torch.nonzero(~finite).flatten()
+    if bad.numel():
+        xs = xs[:, finite]
     x = xs.to(torch.float64)
-    mean = x.mean(dim=1)
-    m2 = ((x - mean.unsqueeze(1)) ** 2).sum(dim=1)
+    count = xs.shape[1]
+    if count:
+        mean = x.mean(dim=1)
+        m2 = ((x - mean.unsqueeze(1)) ** 2).sum(dim=1)
+    else:
+        mean = torch.zeros((x.shape[0],) + tuple(x.shape[2:]), dtype=torch.float64, device=x.device)
+        m2 = torch.zeros_like(mean)
     hist = outside = None
     if edges is not None:
         hist, outside = _histogram(xs, edges.to(xs.device))
-    return EnsembleStats(ts, xs.shape[1], mean, m2, hist, edges, outside)
+    return EnsembleStats(ts, count, mean, m2, hist, edges, outside, int(bad.numel()), (bad.cpu() + offset).long())
 
 
 def combine_partials(partials: Sequence[EnsembleStats]) -> EnsembleStats:
@@ -160,6 +188,7 @@ def ensemble_partials(
     compile: bool = False,
     device: torch.device | str | None = None,
     batches: Iterable[int] | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> list[EnsembleStats]:
     """Per-batch statistics of the batches ``batches`` (default all) of an ensemble, in that order.
 
@@ -169,15 +198,26 @@ def ensemble_partials(
         raise ValueError(f"n_paths must be an int >= 2; got {n_paths!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    seed = ensemble_seed(seed, generator)
     ts_np = check_times(ts)
     edges = None
     if histogram is not None:
+        if not isinstance(histogram, (tuple, list)) or len(histogram) != 3:
+            raise ValueError(f"histogram must be (low, high, bins); got {histogram!r}.")
         lo, hi, bins = histogram
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo) or int(bins) < 1:
-            raise ValueError(
-                f"histogram must be (low, high, bins) with low < high and bins >= 1; got {histogram!r}."
-            )
-        edges = torch.linspace(float(lo), float(hi), int(bins) + 1, dtype=torch.float64)
+        try:
+            lo, hi = float(lo), float(hi)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"histogram bounds must be numbers; got {histogram!r}.") from err
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"histogram must be (low, high, bins) with finite low < high; got {histogram!r}.")
+        bins = check_int(bins, "histogram bins", minimum=1)
+        n_t = len(ts_np)
+        d = math.prod(x0.shape) if isinstance(x0, Tensor) else 1
+        # The counts (T, D, bins) int64, per batch and merged, plus the edges.
+        check_memory(3.0 * n_t * d * bins * 8 + bins * 8, f"histogram=(..., {bins}) over {n_t} times x {d} coordinates",
+                     "use fewer bins", "cpu")
+        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
     if device is None:
         device = x0.device if isinstance(x0, Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -191,9 +231,42 @@ def ensemble_partials(
         nb = min(batch_size, n_paths - b * batch_size)
         gen = batch_generator(seed, b, device)
         xb = _x0_batch(x0.to(device) if isinstance(x0, Tensor) else x0, nb, gen)
-        sol = simulate(sde, xb, ts_np, dt=dt, method=method, generator=gen, compile=compile)
-        partials.append(batch_partial(sol.xs, ts_t, edges))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # counted and reported by ensemble_statistics
+            sol = simulate(sde, xb, ts_np, dt=dt, method=method, generator=gen, compile=compile)
+        partials.append(batch_partial(sol.xs, ts_t, edges, offset=b * batch_size))
     return partials
+
+
+def ensemble_seed(seed: object, generator: object) -> int:
+    """The ensemble's seed from ``seed=`` or ``generator=`` (an int seed, or a ``torch.Generator`` from
+    which one 62-bit seed is drawn); passing both (``seed`` other than 0) is refused."""
+    if generator is None:
+        if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}.")
+        return int(seed)
+    if seed not in (0, None):
+        raise ValueError("pass the ensemble's seed once: generator= or seed= (its alias), not both.")
+    if isinstance(generator, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    if isinstance(generator, (bool, float)) or not isinstance(generator, (int, np.integer)):
+        raise TypeError(f"generator must be an int seed or a torch.Generator; got {type(generator).__name__}.")
+    return int(generator)
+
+
+def report_dropped(stats: EnsembleStats, n_paths: int, stacklevel: int = 3) -> EnsembleStats:
+    """Warn when paths were dropped as non-finite (the statistics are those of the finite ones)."""
+    if stats.count == 0:
+        raise ValueError(f"ensemble_statistics: every one of the {n_paths} paths became NaN or infinite, so there "
+                         f"are no statistics to report; try a smaller dt or a more stable method.")
+    if stats.dropped:
+        few = stats.dropped_paths[:8].tolist()
+        warnings.warn(
+            f"ensemble_statistics: {stats.dropped} of {n_paths} paths became NaN or infinite (paths {few}"
+            f"{', ...' if stats.dropped > 8 else ''}; see EnsembleStats.dropped and .dropped_paths) and were left "
+            f"out: mean, var and hist are those of the {stats.count} finite paths. Try a smaller dt or a more "
+            f"stable method.", RuntimeWarning, stacklevel=stacklevel)
+    return stats
 
 
 def ensemble_statistics(
@@ -209,6 +282,7 @@ def ensemble_statistics(
     histogram: tuple[float, float, int] | None = None,
     compile: bool = False,
     device: torch.device | str | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> EnsembleStats:
     """Moments (and optionally histograms) of ``n_paths`` paths at the times ``ts``, in batches.
 
@@ -222,13 +296,18 @@ def ensemble_statistics(
         batch_size: paths per batch (memory is O(batch_size · T · d)).
         method: integration method (default as in ``simulate``).
         seed: the ensemble's seed; batch b uses :func:`batch_generator` (seed, b).
+        generator: the same as ``seed`` (the name the other random routines use): an int seed, or a
+            ``torch.Generator`` from which the ensemble's seed is drawn. Pass one of the two.
         histogram: ``(low, high, bins)`` for per-coordinate histograms at every time.
         compile: use the fused (compiled) engine.
         device: where to simulate (default: x0's device, or CPU for a callable x0).
 
     Returns:
-        :class:`EnsembleStats` with ``mean``/``var`` of shape (T, *event_shape).
+        :class:`EnsembleStats` with ``mean``/``var`` of shape (T, *event_shape). Paths that become NaN or
+        infinite are left out (the statistics are those of the finite paths), counted in
+        ``EnsembleStats.dropped`` with their indices in ``dropped_paths``, and reported by a RuntimeWarning.
     """
-    return combine_partials(ensemble_partials(sde, x0, ts, n_paths=n_paths, dt=dt, batch_size=batch_size,
-                                              method=method, seed=seed, histogram=histogram, compile=compile,
-                                              device=device))
+    stats = combine_partials(ensemble_partials(sde, x0, ts, n_paths=n_paths, dt=dt, batch_size=batch_size,
+                                               method=method, seed=seed, histogram=histogram, compile=compile,
+                                               device=device, generator=generator))
+    return report_dropped(stats, n_paths)
