@@ -237,7 +237,8 @@ class LatentConsistencyModel(Configurable, nn.Module):
         clean: dict[str, list[float]] = {}
         for key, value in dict(taus or {}).items():
             tv = [float(v) for v in value]
-            if str(key) != str(len(tv)) or not all(b < a for a, b in zip(tv, tv[1:])) or tv[-1] <= student.eps:
+            decreasing = all(b < a for a, b in zip(tv[:-1], tv[1:], strict=True))
+            if str(key) != str(len(tv)) or not tv or not decreasing or tv[-1] <= student.eps:
                 raise ValueError(f"taus[{key!r}] must list {key} strictly decreasing levels > eps; got {value!r}.")
             clean[str(key)] = tv
         self.record_config(student=student, decoder=decoder, taus=clean)
