@@ -129,7 +129,7 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...] | None = N
     target = Path(os.path.realpath(given)) if given.is_symlink() else given
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"{str(given)!r}: the folder {str(folder)!r} does not exist; create it first.")
+        raise ValueError(f"{str(given)!r}: the folder does not exist ({str(folder)!r}); create it first.")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{str(given)!r}: cannot write into the folder {str(folder)!r} (permission denied).")
     if target.exists() and not os.access(target, os.W_OK) and not os.access(folder, os.W_OK):

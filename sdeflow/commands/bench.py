@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable
 
 import torch
+
+from ._common import CommandError, add_threads_argument, check_device, machine_line
 
 STEPS = 200
 DT = 1e-3
@@ -26,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
+    add_threads_argument(p)
     p.set_defaults(run=run)
 
 
@@ -116,21 +120,24 @@ def _ode_case(device: torch.device, repeats: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.repeats < 1:
-        print("sdeflow bench: error: --repeats must be at least 1", file=sys.stderr)
+    try:
+        if args.repeats < 1:
+            raise CommandError(f"argument --repeats: must be at least 1; got {args.repeats}")
+        device = check_device(args.device)
+    except CommandError as err:
+        print(f"sdeflow bench: error: {err}", file=sys.stderr)
         return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("sdeflow bench: error: --device cuda requested but no CUDA device is available", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
+    tick = time.perf_counter()
     rows = _simulate_cases(device, args.repeats) + [_ode_case(device, args.repeats)]
     meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "seconds": time.perf_counter() - tick,
             "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
     if args.json:
         print(json.dumps({"machine": meta, "results": rows}, indent=2))
         return 0
-    print(f"sdeflow bench on {meta['device']} ({meta['processor']}, torch {meta['torch']}, "
-          f"{meta['threads']} threads)")
+    print(f"sdeflow bench on {meta['device']} ({meta['processor']}, torch {meta['torch']}; {machine_line()}; "
+          f"{meta['seconds']:.1f} s)")
     print(f"{'case':<36}{'sdeflow':>12}{'reference':>12}{'ratio':>8}{'plain':>12}  unit")
     for r in rows:
         plain = f"{r['plain']:.3g}" if r["plain"] else "-"

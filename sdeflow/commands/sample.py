@@ -24,7 +24,9 @@ def _fail(msg: str) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..generative.samplers import SAMPLERS
-    from .train import _positive_float, _positive_int
+    from ._common import add_threads_argument, finite_float, nonnegative_int
+    from ._common import positive_float as _positive_float
+    from ._common import positive_int as _positive_int
 
     p = sub.add_parser("sample", help="sample a trained model", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,14 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-min", type=_positive_float, default=0.002, help="smallest noise level (default 0.002)")
     p.add_argument("--sigma-max", type=_positive_float, default=80.0, help="largest noise level (default 80)")
     p.add_argument("--weights", default="ema", help="'ema' (default), 'model' or an EMA copy's name")
-    p.add_argument("--class", dest="class_label", type=int, default=None, metavar="K",
+    p.add_argument("--class", dest="class_label", type=nonnegative_int, default=None, metavar="K",
                    help="class label for a class-conditional model")
-    p.add_argument("--guidance", type=float, default=None, metavar="W",
+    p.add_argument("--guidance", type=finite_float, default=None, metavar="W",
                    help="classifier-free guidance scale w (D + w (D(c) - D(∅)); w = 0 is the conditional model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler's noise (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of x_T and the sampler's noise (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to save the samples (.npz or .pt)")
     p.add_argument("--png", default=None, metavar="FILE", help="also save a scatter plot or image grid")
+    add_threads_argument(p)
     p.set_defaults(run=run)
 
 
@@ -62,17 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from ..generative.samplers import SAMPLERS
     from ..generative.schedules import karras_sigmas
     from ..io import save_arrays
+    from ._common import machine_line
 
     if args.sigma_min >= args.sigma_max:
         return _fail("--sigma-min must be below --sigma-max")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        return _fail("--device cuda requested but no CUDA device is available; use --device cpu")
-    out = Path(args.out)
-    if out.suffix.lower() not in (".npz", ".pt"):
-        return _fail(f"--out {args.out!r}: use a .npz or .pt file name")
-    for flag, path in (("--out", out), ("--png", Path(args.png) if args.png else None)):
-        if path is not None and not path.resolve().parent.is_dir():
-            return _fail(f"{flag} {str(path)!r}: its folder does not exist")
+    from ._common import CommandError, check_device, check_memory, check_output
+
+    try:
+        device = check_device(args.device)
+        out = check_output("--out", args.out, (".npz", ".pt"))
+        check_output("--png", args.png, (".png",))
+        check_memory(f"--n {args.n} samples", 8.0 * args.n * 64, "use a smaller --n", device)
+    except CommandError as err:
+        return _fail(str(err))
     try:
         model = load_model(args.model, weights=args.weights, device=args.device)
     except (CheckpointError, ValueError) as err:
@@ -105,10 +110,11 @@ def run(args: argparse.Namespace) -> int:
         res = SAMPLERS[args.sampler](model, x_T, sigmas, generator=args.seed + 1, model_kwargs=kwargs)
     except (ValueError, TypeError) as err:
         return _fail(str(err))
-    n_bad = int((~torch.isfinite(res.x.reshape(args.n, -1)).all(-1)).sum())
-    save_arrays(out, {"x": res.x})
+    n_bad = int(res.status.sum())
+    save_arrays(out, {"x": res.x, "status": res.status})
     print(f"{args.n} samples of shape {event} from {args.model} ({args.sampler}, {args.steps} steps, {res.nfe} NFE, "
-          f"{res.wall_time:.2f} s) -> {out}" + (f"; {n_bad} non-finite" if n_bad else ""))
+          f"{res.wall_time:.2f} s; {machine_line()}) -> {out}"
+          + (f"; {n_bad} non-finite (key 'status' marks them)" if n_bad else ""))
     if args.png:
         from ..plots import save_samples_png
 

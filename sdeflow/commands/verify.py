@@ -11,11 +11,13 @@ density plots as PNG files in DIR.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-
-import torch
+import time
+from pathlib import Path
 
 from ..io import atomic_write
+from ._common import CommandError, add_threads_argument, check_device, check_output, machine_line, nonnegative_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", default=None, metavar="DIR", help="save PNG plots to DIR (created if missing)")
     p.add_argument("--only", default=None, metavar="PATTERN", help="run only checks whose name matches (glob or "
                                                                    "substring), e.g. 'order/*' or fp_grid")
-    p.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed (default 0)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
+    add_threads_argument(p)
     p.set_defaults(run=run)
 
 
@@ -38,11 +41,28 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _check_plots(folder: str) -> None:
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"argument --plots: {folder!r} exists and is not a folder")
+    existing = path
+    while not existing.exists():  # the nearest folder that exists must let us create the rest
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"argument --plots: cannot create or write {folder!r} (no permission in {str(existing)!r})")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..verify.suite import registered_checks, run_suite
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        return _fail("--device cuda requested but no CUDA device is available; use --device cpu")
+    try:
+        check_device(args.device)
+        if args.json not in (None, "-"):
+            check_output("--json", args.json)
+        if args.plots is not None:
+            _check_plots(args.plots)
+    except CommandError as err:
+        return _fail(str(err))
     if args.list:
         for c in registered_checks(quick=args.quick, select=args.only):
             print(f"{c.name:<50} {'quick' if c.quick else 'full '}  {c.description}")
@@ -58,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         status = "pass" if rep.passed else "FAIL"
         print(f"[{done[0]}/{total}] {rep.name}: {status} ({rep.seconds:.1f} s)", file=sys.stderr, flush=True)
 
+    tick = time.perf_counter()
+    print(f"sdeflow verify: {total} checks; {machine_line()}", file=sys.stderr, flush=True)
     try:
         report = run_suite(quick=args.quick, device=args.device, plots=args.plots, select=args.only,
                            seed=args.seed, progress=progress)
@@ -68,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(text)
     else:
         print(report.table())
+        print(f"{total} checks in {time.perf_counter() - tick:.1f} s; {machine_line()}")
         if args.json:
             def write(tmp: str) -> None:
                 with open(tmp, "w", encoding="utf-8") as fh:
