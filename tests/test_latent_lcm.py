@@ -221,3 +221,27 @@ def test_student_starts_as_the_conditional_teacher():
     a = student(x, t, class_labels=y, extra=torch.zeros(16, 1))
     assert torch.equal(a, student(x, t, class_labels=y, extra=torch.full((16, 1), 3.0)))
     torch.testing.assert_close(a, teacher(x, t, class_labels=y), rtol=2e-3, atol=2e-3)
+
+
+def test_train_latent_cli_and_sample(tmp_path, capsys):
+    """`sdeflow train latent` (tiny sizes) writes one loadable model; `sdeflow sample` draws digits from it."""
+    from sdeflow.cli import main
+    from sdeflow.io import load_arrays
+
+    out = tmp_path / "run"
+    argv = ["train", "latent", "--out", str(out), "--ae-iters", "30", "--teacher-iters", "30", "--iters", "10",
+            "--skip", "2", "--eval-seeds", "0", "--no-tau-search", "--no-progress", "--latent-dim", "8"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "latent consistency distillation (N 18, k 2" in text and (out / "model").is_dir()
+    assert main(argv) == 2  # the folder now holds a run
+    assert "not an empty folder" in capsys.readouterr().err
+    for model in ("model", "diffusion"):
+        f = tmp_path / f"{model}.npz"
+        assert main(["sample", "--model", str(out / model), "--steps", "2", "--class", "3", "--guidance", "2",
+                     "--n", "12", "--out", str(f), "--png", str(tmp_path / f"{model}.png")]) == 0
+        arrays = load_arrays(f)
+        assert tuple(arrays["x"].shape) == (12, 1, 8, 8) and bool((torch.as_tensor(arrays["class_labels"]) == 3).all())
+        assert (tmp_path / f"{model}.png").stat().st_size > 0
+    assert main(["sample", "--model", str(out / "model"), "--class", "10", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "--class must be in [0, 9]" in capsys.readouterr().err
