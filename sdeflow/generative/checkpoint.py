@@ -67,7 +67,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
     return [p for _, p in sorted(found)]
 
 
@@ -112,6 +112,9 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 def _resolve(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir() and path.suffix in (".json", ".safetensors"):
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file; pass the folder that "
+                              f"holds the ckpt-*.json files, or one of those files.")
     if path.is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
