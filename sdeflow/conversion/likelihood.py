@@ -10,6 +10,7 @@ trace of the Jacobian (d vector–Jacobian products per evaluation) or Hutchinso
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from .._checks import check_state
 from ..calculus import choose_trace_method, divergence, draw_probes
 from ..sde._gaussian import DiffusionSDE
 from ..solve.ode import solve_ode
+from ..solve.solution import check_on_failure, path_status, report_solution
 from .probability_flow import ProbabilityFlowODE, ScoreFunction
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
@@ -35,6 +37,8 @@ class LikelihoodResult:
         delta_log_prob: ``∫_eps^T ∇·v dt``.
         x_T: the encoded points, shape of ``x``.
         nfe: vector-field evaluations of the solve (each with its divergence).
+        status: per-point status, int8 (B,): 0 ok, 1 non-finite, 2 the adaptive solver gave up on the
+            point (its values are NaN); as :attr:`sdeflow.Solution.status`.
     """
 
     log_prob: Tensor
@@ -42,6 +46,12 @@ class LikelihoodResult:
     delta_log_prob: Tensor
     x_T: Tensor
     nfe: int
+    status: Tensor | None = None
+
+    @property
+    def ok(self) -> Tensor:
+        """Per-point boolean tensor (B,): True where the log-likelihood is finite and was solved to the end."""
+        return self.status == 0
 
 
 class _Augmented(nn.Module):
@@ -61,6 +71,11 @@ class _Augmented(nn.Module):
                             probes=self.probes)
         return torch.cat([v.detach().reshape(b, self.d), div.detach()[:, None]], dim=1)
 
+    def select_rows(self, rows: Tensor) -> _Augmented:
+        """The same field for the sub-batch ``rows`` (its probes; used when a failed solve is bisected)."""
+        probes = None if self.probes is None else self.probes[:, rows.to(self.probes.device)]
+        return _Augmented(self.flow, self.event_shape, probes)
+
 
 def log_likelihood(
     sde: object,
@@ -78,6 +93,7 @@ def log_likelihood(
     T: float | None = None,
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | int | None = None,
+    on_failure: str = "return",
 ) -> LikelihoodResult:
     """``log p_eps(x)`` by integrating the probability-flow ODE and its divergence from ``eps`` up to ``T``.
 
@@ -98,6 +114,10 @@ def log_likelihood(
         prior_log_prob: ``log p_T`` as a function of x_T (B, *event) -> (B,); default the SDE's
             ``prior_log_prob``.
         generator: random source of the Hutchinson probes.
+        on_failure: as in :func:`sdeflow.solve_ode`: ``"return"`` (default) warns and returns every
+            point with its ``status`` (a point the adaptive solver gives up on is found by bisection, its
+            values are NaN, and the other points are solved again without it); ``"raise"`` raises
+            :class:`~sdeflow.solve.solution.SolveError`.
 
     Returns:
         :class:`LikelihoodResult`; ``log_prob`` in nats (see :func:`bits_per_dim`). Detached: no
@@ -124,13 +144,21 @@ def log_likelihood(
     event = tuple(x.shape[1:])
     aug = _Augmented(flow, event, probes)
     y0 = torch.cat([x.detach().reshape(b, -1), x.new_zeros(b, 1)], dim=1)
-    sol = solve_ode(aug, y0, [float(eps), float(T)], method=method, rtol=rtol, atol=atol, dt=dt)
+    on_failure = check_on_failure(on_failure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # reported below, naming LikelihoodResult.status
+        sol = solve_ode(aug, y0, [float(eps), float(T)], method=method, rtol=rtol, atol=atol, dt=dt,
+                        on_failure="return")
+    report_solution(sol, on_failure, what=f"log_likelihood(method={method!r})", status_field="LikelihoodResult.status",
+                    hint="check the score near eps and T, try a fixed-step method (method='rk4' with a dt) or "
+                         "looser tolerances")
     y_T = sol.final
     x_T = y_T[:, :-1].reshape(x.shape)
     delta = y_T[:, -1]
     prior = prior_log_prob(x_T).detach()
     return LikelihoodResult(log_prob=prior + delta, prior_log_prob=prior, delta_log_prob=delta, x_T=x_T,
-                            nfe=sol.stats.nfe)
+                            nfe=sol.stats.nfe, status=torch.where(sol.status != 0, sol.status,
+                                                                 path_status((prior + delta)[None, :, None])))
 
 
 def bits_per_dim(log_prob: Tensor, dim: int, *, bins: int | None = None, data_range: float = 2.0) -> Tensor:

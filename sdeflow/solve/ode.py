@@ -67,7 +67,9 @@ def solve_ode(
             ``"raise"`` (:class:`~sdeflow.solve.solution.SolveError`), as in :func:`sdeflow.simulate`.
             A path fails when its states become NaN or infinite (status 1) or when torchdiffeq gives up
             on it ("underflow in dt", status 2, the time in ``Solution.failed_at``): the batch is then
-            bisected to find those paths and the others are solved again without them.
+            bisected to find those paths and the others are solved again without them. A vector
+            field that holds per-path data besides ``x`` (e.g. Hutchinson probes) gives a method
+            ``func.select_rows(rows) -> func`` for the sub-batch ``rows`` (a (k,) index tensor).
 
     The adaptive Runge–Kutta methods (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``,
     ``adaptive_heun``) are given torchdiffeq's option ``step_t=ts``: they land on every output time
@@ -130,16 +132,16 @@ def solve_ode(
         last = [float("nan")]
         nfe = [0]
 
-        def field(t: Tensor, x: Tensor) -> Tensor:
-            last[0] = float(t)
-            return func(t, x)
-
-        target = func if adjoint else field
-
         def solve(rows: Tensor | None) -> Tensor:
             xr = x0 if rows is None else x0[rows.to(x0.device)]
-            out, counter = solve_torchdiffeq(target, xr, ts_t, method=method, rtol=rtol, atol=atol, dt=dt,
-                                             max_steps=max_steps, adjoint=adjoint)
+            f = func if rows is None or not hasattr(func, "select_rows") else func.select_rows(rows)
+
+            def field(t: Tensor, x: Tensor) -> Tensor:
+                last[0] = float(t)
+                return f(t, x)
+
+            out, counter = solve_torchdiffeq(f if adjoint else field, xr, ts_t, method=method, rtol=rtol, atol=atol,
+                                             dt=dt, max_steps=max_steps, adjoint=adjoint)
             nfe[0] += counter.nfe
             return out
 

@@ -133,7 +133,8 @@ def check_on_failure(on_failure: object) -> str:
     return str(on_failure)
 
 
-def report_solution(sol: Solution, on_failure: str, *, what: str, hint: str, stacklevel: int = 3) -> Solution:
+def report_solution(sol: Solution, on_failure: str, *, what: str, hint: str, stacklevel: int = 3,
+                    status_field: str = "Solution.status") -> Solution:
     """Warn (``"return"``) or raise :class:`SolveError` (``"raise"``) when some paths of ``sol`` failed.
 
     The message counts the non-finite and aborted paths, names the first few (and for aborted ones the
@@ -154,7 +155,7 @@ def report_solution(sol: Solution, on_failure: str, *, what: str, hint: str, sta
         more = ", ..." if len(aborted) > 8 else ""
         parts.append(f"the adaptive solver gave up on {len(aborted)} of {b} paths ({when}{more}; "
                      f"the other paths were solved again without them)")
-    msg = f"{what}: {'; '.join(parts)}. See Solution.status (0 ok, 1 non-finite, 2 aborted); {hint}"
+    msg = f"{what}: {'; '.join(parts)}. See {status_field} (0 ok, 1 non-finite, 2 aborted); {hint}"
     if on_failure == "raise":
         raise SolveError(msg + "; on_failure='return' returns the finite paths with their status.", sol)
     warnings.warn(msg + ".", RuntimeWarning, stacklevel=stacklevel)
