@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,8 @@ import torch
 from torch import Tensor
 
 from ...solve.ode import solve_ode
-from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun
+from ...solve.solution import STATUS_OK
+from .base import Callback, Denoiser, GeneratorLike, NoiseSampler, SampleResult, SamplerRun, sample_status
 from .registry import sampler
 
 __all__ = ["sample_adaptive"]
@@ -36,6 +38,10 @@ def sample_adaptive(
     max_steps: int | None = None,
 ) -> SampleResult:
     """Integrate the PF-ODE with an adaptive torchdiffeq solver over the schedule's range.
+
+    A sample on which the solver gives up ("underflow in dt") does not abort the batch: it is found
+    by bisection (:func:`sdeflow.solve_ode`), its values are NaN and ``SampleResult.status`` is 2 for
+    it; the sampler then warns or raises as ``on_failure`` says, like every sampler.
 
     The ODE is solved in ``u = log σ``, ``dx/du = x − D(x, e^u)`` (smooth over the many decades
     from σ_max to σ_min), from ``schedule[0]`` to the last positive level; a trailing 0 adds one
@@ -63,9 +69,15 @@ def sample_adaptive(
     def field(u: Tensor, y: Tensor) -> Tensor:
         return y - run.denoise(y, torch.exp(u))
 
+    status = None
     if len(us) >= 2:
-        sol = solve_ode(field, x, us, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
+        with warnings.catch_warnings():  # the sampler reports the failed samples itself (on_failure)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sol = solve_ode(field, x, us, method=method, rtol=rtol, atol=atol, max_steps=max_steps,
+                            on_failure="return")
         states = list(sol.xs[1:].unbind(0))
+        if bool((sol.status != STATUS_OK).any()):
+            status = sol.status.clone()
     else:
         states = []
     for i, xs in enumerate(states):
@@ -75,4 +87,6 @@ def sample_adaptive(
         den = run.denoise(x, pos[-1])
         x = den
         run.report(len(states), x, pos[-1], 0.0, den)
-    return run.result(x, steps=len(states) + (1 if run.sigma_values[-1] == 0 else 0))
+    if status is not None:  # aborted samples (2) keep their status; any other non-finite sample is 1
+        status = torch.where(status == STATUS_OK, sample_status(x).to(status.device), status)
+    return run.result(x, steps=len(states) + (1 if run.sigma_values[-1] == 0 else 0), status=status)

@@ -36,7 +36,7 @@ from torch import Tensor
 from ..._cache import object_cache
 from ..._checks import check_same_device, check_state, make_generator
 from ..._compile import call_compiled, warn_compile_failure
-from ...solve.solution import STATUS_OK, path_status
+from ...solve.solution import STATUS_ABORTED, STATUS_OK, path_status
 from ..schedules import check_schedule
 
 __all__ = [
@@ -66,7 +66,8 @@ class SampleResult:
         wall_time: seconds spent.
         info: sampler-specific extras (e.g. the adaptive solver's accepted steps).
         status: per-sample status, shape (B,), int8, as :attr:`sdeflow.Solution.status`: 0 = ok,
-            1 = the sample holds a NaN or infinite value. Computed from ``x`` when not given.
+            1 = the sample holds a NaN or infinite value, 2 = the adaptive solver gave up on it
+            (:func:`sample_adaptive`). Computed from ``x`` when not given.
     """
 
     x: Tensor
@@ -129,13 +130,17 @@ def check_on_failure(on_failure: object) -> str:
 
 def report_failures(result: SampleResult, on_failure: str, stacklevel: int = 3) -> SampleResult:
     """Warn (``on_failure="return"``) or raise :class:`SamplingError` when some samples are not finite."""
-    n_bad = int(result.status.sum())
+    bad = result.status != STATUS_OK
+    n_bad = int(bad.sum())
     if n_bad:
-        which = torch.nonzero(result.status).flatten()[:8].tolist()
+        which = torch.nonzero(bad).flatten()[:8].tolist()
         more = ", ..." if n_bad > 8 else ""
+        n_aborted = int((result.status == STATUS_ABORTED).sum())
+        aborted = f", the adaptive solver gave up on {n_aborted} of them" if n_aborted else ""
         msg = (f"{result.sampler}: {n_bad} of {result.status.shape[0]} samples are NaN or infinite (samples "
-               f"{which}{more}; see SampleResult.status). Check the model's output at small and large noise "
-               f"levels, use more steps or a deterministic sampler (heun, dpmpp_2m)")
+               f"{which}{more}{aborted}; see SampleResult.status: 0 ok, 1 non-finite, 2 aborted). Check the "
+               f"model's output at small and large noise levels, use more steps or a deterministic sampler "
+               f"(heun, dpmpp_2m)")
         if on_failure == "raise":
             raise SamplingError(msg + "; on_failure='return' returns the finite samples with their status.",
                                 result)
@@ -423,8 +428,9 @@ class SamplerRun:
         if self._bar is not None:
             self._bar.update(1)
 
-    def result(self, x: Tensor, steps: int | None = None, **info: object) -> SampleResult:
-        """Close the progress bar and package the samples."""
+    def result(self, x: Tensor, steps: int | None = None, status: Tensor | None = None,
+               **info: object) -> SampleResult:
+        """Close the progress bar and package the samples (``status``: per-sample, default from ``x``)."""
         if self._bar is not None:
             self._bar.close()
         if x.device.type == "cuda":
@@ -433,7 +439,7 @@ class SamplerRun:
             info = {"compile_time": self.compile_time, **info}
         return SampleResult(x=x, nfe=self.nfe, steps=self.n_steps if steps is None else steps, sigmas=self.sigmas,
                             sampler=self.name, wall_time=time.perf_counter() - self._tick - self.compile_time,
-                            info=dict(info))
+                            info=dict(info), status=status)
 
 
 def grad_mode(enable_grad: object) -> contextlib.AbstractContextManager:
