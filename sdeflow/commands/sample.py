@@ -78,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
         check_memory(f"--n {args.n} samples", 8.0 * args.n * 64, "use a smaller --n", device)
     except CommandError as err:
         return _fail(str(err))
+    from ..latent.lcm import LatentConsistencyModel, LatentDiffusionModel  # registers the latent model kinds
+
     try:
         model = load_model(args.model, weights=args.weights, device=args.device)
     except (CheckpointError, ValueError) as err:
         return _fail(str(err))
-    from ..latent.lcm import LatentConsistencyModel, LatentDiffusionModel
-
     if isinstance(model, (LatentConsistencyModel, LatentDiffusionModel)):
         return _run_latent(args, model, out)
     try:
