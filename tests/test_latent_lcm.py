@@ -245,6 +245,15 @@ def test_train_latent_cli_and_sample(tmp_path, capsys):
         assert (tmp_path / f"{model}.png").stat().st_size > 0
     assert main(["sample", "--model", str(out / "model"), "--class", "10", "--out", str(tmp_path / "x.npz")]) == 2
     assert "--class must be in [0, 9]" in capsys.readouterr().err
+    # a fresh process (the latent model kinds must be registered before the checkpoint is read)
+    import subprocess
+    import sys
+
+    code = ("import sys; from sdeflow.cli import main; sys.exit(main(['sample', '--model', sys.argv[1], '--steps', "
+            "'1', '--class', '3', '--n', '4', '--out', sys.argv[2]]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "model"), str(tmp_path / "fresh.npz")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.slow  # about 30 s alone, 85 s on a loaded 2-core machine
