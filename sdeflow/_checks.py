@@ -42,6 +42,8 @@ def check_state(x0: object, name: str = "x0") -> Tensor:
             f"{name} must be a floating-point tensor, got dtype {x0.dtype}; "
             f"convert it with {name}.float() or {name}.double()."
         )
+    if x0.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without data); create it on 'cpu' or 'cuda'.")
     if x0.dim() == 0:
         raise ValueError(
             f"{name} must have a leading batch dimension, shape (batch, *event_shape); got a 0-dim tensor. "

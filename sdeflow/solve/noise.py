@@ -214,7 +214,7 @@ class BrownianIncrements:
         if self.space_time:
             try:
                 w, u = self.bm(ta, tb, return_U=True)
-            except (ValueError, RuntimeError, TypeError) as err:
+            except (ValueError, RuntimeError, TypeError, AttributeError) as err:
                 raise ValueError(
                     "this method needs the space-time integral of the Brownian path: create the path with "
                     "torchsde.BrownianInterval(..., levy_area_approximation='space-time')."

@@ -209,6 +209,9 @@ def check_sde_functions(sde: SDE, t0: Tensor, x0: Tensor, *, t_user: float | Non
                 f"dtype (or pass x0 in {out.dtype})."
             )
         if not bool(torch.isfinite(out).all()):
+            if not bool(torch.isfinite(x0).all()):
+                bad = int((~torch.isfinite(x0.reshape(x0.shape[0], -1))).any(-1).nonzero()[0])
+                raise ValueError(f"x0 contains NaN or inf (path {bad} first); pass finite initial states.")
             raise ValueError(
                 f"{fn}(t, x) returned NaN or inf at the initial time "
                 f"{float(t0) if t_user is None else t_user:g}; check the SDE's parameters and x0."
@@ -307,6 +310,8 @@ def _check_options(save: str, backend: str, chunk: object, compile: object, rtol
         raise ValueError(f"save must be 'ts', 'final' or 'steps'; got {save!r}.")
     if backend not in ("auto", "native", "torchsde"):
         raise ValueError(f"backend must be 'auto', 'native' or 'torchsde'; got {backend!r}.")
+    if isinstance(chunk, np.integer):
+        chunk = int(chunk)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int (steps per compiled chunk); got {chunk!r}.")
     if compile not in (False, True, "inductor", "triton"):
@@ -404,6 +409,7 @@ def plan_simulation(
     x0 = check_state(x0)
     ts_np = check_times(ts)
     check_same_device(sde, x0)
+    chunk = int(chunk) if isinstance(chunk, np.integer) else chunk
     _check_options(save, backend, chunk, compile, rtol, atol)
     name, cls = resolve_method(method, sde)
     custom = isinstance(method, type)
