@@ -227,15 +227,24 @@ def _ou_1d(n: int, device: str) -> dict:
 
 
 def _plot_1d(grid: Grid1D, curves: dict[str, Tensor], title: str, path: Path) -> list[Path]:
+    """Densities on top; below, each curve minus the last one (the reference), since the curves overlap."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, err) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     x = grid.centers(0)
-    for label, y in curves.items():
-        ax.plot(x, torch.as_tensor(y).cpu().numpy(), label=label)
+    ys = {label: torch.as_tensor(y).cpu().numpy() for label, y in curves.items()}
+    ref_label, ref = list(ys.items())[-1]
+    for label, y in ys.items():
+        ax.plot(x, y, label=label)
+    for label, y in list(ys.items())[:-1]:
+        err.plot(x, y - ref, label=f"{label} − {ref_label}")
+    err.axhline(0.0, color="k", lw=0.5)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("x")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
+    err.set_xlabel("x")
+    err.set_ylabel("difference")
+    err.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    err.legend(fontsize=8)
     fig.tight_layout()
     return [_save(fig, path)]
 
@@ -286,13 +295,16 @@ def _plot_2d(r: dict, path: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     ext = [grid.bounds[0][0], grid.bounds[0][1], grid.bounds[1][0], grid.bounds[1][1]]
     im = axes[0].imshow(sol.final.cpu().numpy().T, origin="lower", extent=ext)
-    fig.colorbar(im, ax=axes[0])
+    fig.colorbar(im, ax=axes[0], label="density")
     axes[0].set_title("grid density, t = 1", fontsize=9)
     err = (sol.final.cpu() - r["exact"].cpu()).numpy().T
     vmax = float(abs(err).max()) or 1.0
     im = axes[1].imshow(err, origin="lower", extent=ext, cmap="RdBu", vmin=-vmax, vmax=vmax)
-    fig.colorbar(im, ax=axes[1])
+    fig.colorbar(im, ax=axes[1], label="grid − exact")
     axes[1].set_title(f"grid − exact (L1 {r['l1']:.1e})", fontsize=9)
+    for a in axes:
+        a.set_xlabel("$x_1$")
+        a.set_ylabel("$x_2$")
     fig.tight_layout()
     return [_save(fig, path)]
 
@@ -433,6 +445,8 @@ def _mc_grid_dw(ctx: SuiteContext) -> CheckOutcome:
         ax.hist(x.cpu().numpy().ravel(), bins=100, range=(-3, 3), density=True, alpha=0.5, label=f"{n} paths (SRA1)")
         ax.plot(grid.centers(0), sol.final.cpu().numpy(), label="grid Fokker–Planck")
         ax.set_title(f"double well at t = 2: chi-square p = {res.p_value:.3f}", fontsize=9)
+        ax.set_xlabel("x")
+        ax.set_ylabel("density")
         ax.legend(fontsize=8)
         fig.tight_layout()
         return [_save(fig, folder / "mc_vs_grid_double_well.png")]

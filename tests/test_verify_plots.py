@@ -1,0 +1,45 @@
+"""The figures of ``sdeflow verify --plots`` from the grid and Monte Carlo checks follow the plot standard:
+every panel has both axis labels, colour bars are labelled, and 1-D density plots have an error panel
+(the curves overlap at plotting resolution, so only the difference shows the error)."""
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from sdeflow.verify import standard_checks  # noqa: E402
+from sdeflow.verify.suite import SuiteContext, registered_checks  # noqa: E402
+
+CHECKS = ["fp_grid/ou_1d_l1", "fp_grid/rotating_ou_2d_l1", "fp_grid/double_well_long_time", "mc_vs_grid/double_well"]
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_check_figure_is_labelled(name, monkeypatch, tmp_path):
+    (check,) = [c for c in registered_checks(quick=True) if c.name == name]
+    figures = []
+
+    def keep(fig, path: Path) -> Path:          # capture the figure instead of closing it
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(standard_checks, "_save", keep)
+    outcome = check.fn(SuiteContext(quick=True))
+    assert outcome.plot is not None
+    outcome.plot(tmp_path)
+    assert len(figures) == 1
+    fig = figures[0]
+    colorbars = {getattr(im.colorbar, "ax", None) for ax in fig.axes for im in ax.images if im.colorbar}
+    panels = [ax for ax in fig.axes if ax not in colorbars]
+    for ax in panels:
+        assert ax.get_ylabel(), (name, ax.get_title())
+        # a panel stacked on one that shares its x axis may leave the label to the bottom panel
+        assert ax.get_xlabel() or ax.get_shared_x_axes().joined(ax, panels[-1]), (name, ax.get_title())
+    assert panels[-1].get_xlabel()
+    for cb in colorbars:
+        assert cb.get_ylabel(), name
+    if name.startswith("fp_grid/") and "2d" not in name:
+        assert len(panels) == 2 and panels[1].get_ylabel() == "difference"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
