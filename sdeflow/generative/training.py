@@ -166,7 +166,19 @@ class TrainConfig:
         if len({e.name for e in ema}) != len(ema):
             raise ValueError(f"EMA names must be distinct; got {[e.name for e in ema]}.")
         object.__setattr__(self, "ema", ema)
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        betas = self.betas
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1) (Adam's moment rates); got {betas!r}.")
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        for name in ("weight_decay", "eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}.")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda'; got {self.device!r}.") from err
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (the EMA specs as dicts)."""
@@ -227,6 +239,9 @@ class _Data:
                     raise ValueError(f"data[{k!r}] must be a tensor with {n} rows (one per example) like data['x'].")
             if n < batch_size:
                 raise ValueError(f"the dataset has {n} examples, fewer than batch_size={batch_size}; lower batch_size.")
+            x = arrays["x"]
+            if x.is_floating_point() and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+                raise ValueError("data['x'] contains NaN or infinite values; clean the data set before training.")
             self.arrays = {k: v.to(device) for k, v in arrays.items()}
             self.n = n
             self.perm = torch.randperm(n, generator=generator)

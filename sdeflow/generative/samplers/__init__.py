@@ -23,8 +23,10 @@ from .base import (
     NoiseSampler,
     SampleResult,
     SamplerRun,
+    SamplingError,
     initial_noise,
     per_sample_randn,
+    sample_status,
 )
 from .dpmpp_2m import sample_dpmpp_2m
 from .dpmpp_3m import sample_dpmpp_3m
@@ -39,6 +41,7 @@ from .unipc import sample_unipc
 
 __all__ = [
     "SAMPLERS", "SAMPLER_SPECS", "SamplerSpec", "sampler", "sampler_spec", "sample", "SampleResult", "SamplerRun",
+    "SamplingError", "sample_status",
     "initial_noise", "per_sample_randn", "Denoiser", "Callback", "NoiseSampler", "GeneratorLike",
     "sample_euler", "sample_heun", "sample_euler_maruyama", "sample_pc", "sample_dpmpp_2m",
     "sample_dpmpp_3m", "sample_unipc", "sample_adaptive",
@@ -66,7 +69,8 @@ def sample(
     The common arguments are those of :class:`SamplerRun`: ``model_kwargs`` reach every network call
     as ``model(x, σ, **model_kwargs)``; ``generator`` may hold one seed/generator per sample;
     ``noise_sampler(sigma, sigma_next)`` replaces the generator; ``enable_grad=True`` keeps the
-    autograd graph (default: none is built).
+    autograd graph (default: none is built); ``on_failure="return"|"raise"`` says what non-finite
+    samples get (a warning naming ``SampleResult.status``, or :class:`SamplingError`).
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
