@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,17 @@ def _page_name(path: Path) -> str:
 
 def _pages_run_here() -> list[str]:
     return [_page_name(p) for p in _pages() if _page_name(p) not in RUN_ELSEWHERE and _python_blocks(p)]
+
+
+def test_every_page_is_in_the_nav():
+    # mkdocs.yml's nav must list every page (the strict build also refuses omitted pages) and only pages
+    # that exist
+    import re
+
+    nav = set(re.findall(r"^\s*-\s*[^:#]+:\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M))
+    pages = {_page_name(p) for p in _pages()}
+    assert pages - nav == set(), f"add these pages to the nav in mkdocs.yml: {sorted(pages - nav)}"
+    assert nav - pages == set(), f"the nav in mkdocs.yml lists missing pages: {sorted(nav - pages)}"
 
 
 def test_pages_run_elsewhere_are_run_there():
@@ -105,3 +117,22 @@ def test_site_builds_strict_and_documents_every_public_name(tmp_path):
     for page in ("index.html", "api/index.html", "howto/custom_sampler.html", "api/solve.html"):
         assert (site / page).exists(), page
     shutil.rmtree(site)
+
+
+def test_repo_link_hook_rewrites_only_existing_files_outside_docs():
+    spec = importlib.util.spec_from_file_location("repo_links", DOCS / "_hooks" / "repo_links.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    repo = ROOT.resolve()
+    docs = repo / "docs"
+    text = ("[RESULTS.md](../benchmarks/RESULTS.md) [the example](../examples/custom_sampler.py) "
+            "[gone](../no_such_file.md) [guide](verify.md) [web](https://example.org/a.md)\n"
+            "```\n[kept](../benchmarks/RESULTS.md)\n```\n")
+    out = hook._rewrite(text, docs, docs, repo)
+    assert "`benchmarks/RESULTS.md`" in out and "the example (`examples/custom_sampler.py`)" in out
+    # a link to a file that exists nowhere stays a link, so the strict build still reports it
+    assert "[gone](../no_such_file.md)" in out
+    assert "[guide](verify.md)" in out and "[web](https://example.org/a.md)" in out
+    assert "[kept](../benchmarks/RESULTS.md)" in out          # code blocks are left alone
+    # from a page in a subfolder the same file is one more level up
+    assert hook._rewrite("[r](../../benchmarks/RESULTS.md)", docs / "howto", docs, repo) == "r (`benchmarks/RESULTS.md`)"
