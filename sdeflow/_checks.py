@@ -18,6 +18,7 @@ __all__ = [
     "check_times",
     "check_step",
     "check_same_device",
+    "check_not_meta",
     "make_generator",
     "broadcast_time",
     "as_time",
@@ -42,8 +43,6 @@ def check_state(x0: object, name: str = "x0") -> Tensor:
             f"{name} must be a floating-point tensor, got dtype {x0.dtype}; "
             f"convert it with {name}.float() or {name}.double()."
         )
-    if x0.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (a shape without data); create it on 'cpu' or 'cuda'.")
     if x0.dim() == 0:
         raise ValueError(
             f"{name} must have a leading batch dimension, shape (batch, *event_shape); got a 0-dim tensor. "
@@ -227,6 +226,12 @@ def module_tensors(obj: object) -> list[Tensor]:
 
 def _module_devices(obj: object) -> set[torch.device]:
     return {t.device for t in module_tensors(obj) if t.dim() > 0 or t.is_floating_point()}
+
+
+def check_not_meta(x0: Tensor, name: str = "x0") -> None:
+    """Refuse a tensor on the meta device (a shape without data) before anything is computed from it."""
+    if x0.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without data); create it on 'cpu' or 'cuda'.")
 
 
 def check_same_device(module: object, x0: Tensor, name: str = "sde") -> None:

@@ -331,3 +331,32 @@ def test_messages_name_what_the_user_passed():
         sf.simulate(sf.OrnsteinUhlenbeck, X0, [0.0, 1.0], dt=0.1)
     sol = sf.simulate(OU, X0, [0.0, 1.0], dt=np.float32(0.25), generator=0)  # NumPy scalars are numbers
     assert sol.stats.steps == 4
+
+
+def test_meta_and_non_finite_starts_are_named():
+    class NoParams(sf.SDE):
+        noise_type = "diagonal"
+        sde_type = "ito"
+
+        def drift(self, t, x):
+            return -x
+
+        def diffusion(self, t, x):
+            return torch.ones_like(x)
+
+    with pytest.raises(ValueError, match="x0 is on the meta device"):
+        sf.simulate(NoParams(), torch.zeros(3, 2, device="meta"), [0.0, 1.0], dt=0.1)
+    x0 = torch.zeros(3, 2)
+    x0[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"x0 contains NaN or inf \(path 2 first\)"):
+        sf.simulate(NoParams(), x0, [0.0, 1.0], dt=0.1)
+
+
+def test_every_path_aborted_says_what_the_solver_said_and_bounds_the_bisection():
+    x0 = torch.ones(64, 2)
+    with pytest.warns(RuntimeWarning, match=r"gave up on 64 of 64 paths .*max_num_steps exceeded"):
+        sol = sf.solve_ode(lambda t, x: -x, x0, [0.0, 1.0], max_steps=2)
+    assert bool((sol.status == STATUS_ABORTED).all()) and "max_num_steps" in sol.failure
+    # the budget (16 + 8 * bit_length(64) = 72 sub-solves) bounds the work: each attempt takes at most
+    # a handful of evaluations before torchdiffeq gives up
+    assert sol.stats.nfe < 73 * 20

@@ -38,6 +38,7 @@ class TorchsdeIntegrator(Integrator):
         self.adapter: TorchsdeAdapter | None = None
         self.status: Tensor | None = None
         self.failed_at: Tensor | None = None
+        self.failure = ""
 
     def _solve(self) -> None:
         p, x0 = self.plan, self.x0
@@ -65,8 +66,8 @@ class TorchsdeIntegrator(Integrator):
                 ) from err
 
         shape = (len(p.times),) + tuple(x0.shape)
-        self.states, self.status, self.failed_at = solve_by_parts(solve, x0.shape[0], lambda: self.adapter.last_t,
-                                                                  shape, x0)
+        self.states, self.status, self.failed_at, self.failure = solve_by_parts(
+            solve, x0.shape[0], lambda: self.adapter.last_t, shape, x0)
         if p.decreasing and self.failed_at is not None:
             self.failed_at = -self.failed_at  # the user's time
 
@@ -157,15 +158,15 @@ def drive(plan: SimulationPlan, x0: Tensor, integrator: Integrator | None = None
                        drift_evals=plan.check_evals + evals[0], diffusion_evals=plan.check_evals + evals[1],
                        compile_time=integrator.compile_time)
     stats.wall_time = time.perf_counter() - tick - stats.compile_time
-    failed_at = None
+    failed_at, failure = None, ""
     if keep is not None and bool(torch.isfinite(torch.stack(keep.sums).sum())):
         status = torch.zeros(xs.shape[1], dtype=torch.int8, device=xs.device)  # every value finite
     else:
         status = path_status(xs)
     if isinstance(integrator, TorchsdeIntegrator) and integrator.failed_at is not None:
         status = integrator.status.to(status.device)
-        failed_at = integrator.failed_at
-    sol = Solution(ts=plan.ts_out.clone(), xs=xs, stats=stats, status=status, failed_at=failed_at)
+        failed_at, failure = integrator.failed_at, integrator.failure
+    sol = Solution(ts=plan.ts_out.clone(), xs=xs, stats=stats, status=status, failed_at=failed_at, failure=failure)
     hint = ("try a smaller dt or a more stable method" if not plan.adaptive else
             "try smaller rtol/atol or a smaller initial dt, a fixed-step method (adaptive=False with a dt), or "
             "a more stable method")

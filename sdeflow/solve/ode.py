@@ -10,7 +10,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_memory, check_same_device, check_state, check_step, check_times, time_dtype
+from .._checks import (
+    check_int,
+    check_memory,
+    check_not_meta,
+    check_same_device,
+    check_state,
+    check_step,
+    check_times,
+    time_dtype,
+)
 from .backends.torchdiffeq_backend import TORCHDIFFEQ_METHODS, solve_torchdiffeq
 from .grid import build_grid
 from .native import ODE_METHODS
@@ -90,6 +99,7 @@ def solve_ode(
     x0 = check_state(x0)
     ts_np = check_times(ts)
     check_same_device(func, x0, name="func")
+    check_not_meta(x0)
     on_failure = check_on_failure(on_failure)
     rtol, atol = check_tolerances(rtol, atol)
     max_steps = check_int(max_steps, "max_steps", minimum=1, allow_none=True)
@@ -118,7 +128,7 @@ def solve_ode(
     _check_func(func, t0, x0)
 
     tick = time.perf_counter()
-    failed_at = None
+    failed_at, failure = None, ""
     if backend == "native":
         sign = 1.0 if ts_np[-1] > ts_np[0] else -1.0
         grid = build_grid(sign * ts_np, dt, time_tol=_time_tolerance(ts, ts_np))
@@ -138,21 +148,23 @@ def solve_ode(
 
             def field(t: Tensor, x: Tensor) -> Tensor:
                 last[0] = float(t)
+                nfe[0] += 1  # counted here, so the evaluations of failed attempts count too
                 return f(t, x)
 
             out, counter = solve_torchdiffeq(f if adjoint else field, xr, ts_t, method=method, rtol=rtol, atol=atol,
                                              dt=dt, max_steps=max_steps, adjoint=adjoint)
-            nfe[0] += counter.nfe
+            if adjoint:
+                nfe[0] += counter.nfe
             return out
 
-        xs, status, failed_at = solve_by_parts(solve, x0.shape[0], lambda: last[0],
-                                               (len(ts_np),) + tuple(x0.shape), x0)
+        xs, status, failed_at, failure = solve_by_parts(solve, x0.shape[0], lambda: last[0],
+                                                        (len(ts_np),) + tuple(x0.shape), x0)
         stats = SolveStats(method=method, backend="torchdiffeq", steps=None, drift_evals=1 + nfe[0])
     if x0.device.type == "cuda":
         torch.cuda.synchronize(x0.device)
     stats.wall_time = time.perf_counter() - tick
     ts_t = torch.as_tensor(ts_np, dtype=tdt, device=x0.device)
-    sol = Solution(ts=ts_t, xs=xs, stats=stats, status=status, failed_at=failed_at)
+    sol = Solution(ts=ts_t, xs=xs, stats=stats, status=status, failed_at=failed_at, failure=failure)
     return report_solution(sol, on_failure, what=f"solve_ode(method={method!r}, backend={backend!r})",
-                           hint="try a smaller dt, looser or tighter tolerances, or a fixed-step method "
-                                "(method='rk4' with a dt)")
+                           hint="try a smaller dt, a larger max_steps if it was reached, looser or tighter "
+                                "tolerances, or a fixed-step method (method='rk4' with a dt)")

@@ -26,6 +26,7 @@ from torch import Tensor
 from .._cache import object_cache
 from .._checks import (
     check_memory,
+    check_not_meta,
     check_same_device,
     check_state,
     check_step,
@@ -430,6 +431,7 @@ def plan_simulation(
     if compile == "triton":
         _check_triton(sde, x0, name if not custom else cls.__name__, bm)
     gen = make_generator(generator, x0.device)
+    check_not_meta(x0)
     backend = _choose_backend(backend, name, cls, custom, sde, adaptive, adjoint)
     if backend == "torchsde" and save == "steps":
         raise ValueError("save='steps' needs the native backend; use backend='native' or save='ts'.")

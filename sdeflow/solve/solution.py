@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Solution:
             its states from ``failed_at`` on are NaN). ``ok`` is the boolean form.
         failed_at: for aborted paths, the time at which the solver gave up, shape (B,), float64, NaN for
             the other paths; ``None`` when no path was aborted.
+        failure: the dependency's error when paths were aborted (e.g. ``"AssertionError: underflow in dt
+            ..."``), else ``""``.
     """
 
     ts: Tensor
@@ -75,6 +78,7 @@ class Solution:
     stats: SolveStats
     status: Tensor = field(default=None)  # type: ignore[assignment]
     failed_at: Tensor | None = None
+    failure: str = ""
 
     def __post_init__(self) -> None:
         if self.status is None:
@@ -153,8 +157,9 @@ def report_solution(sol: Solution, on_failure: str, *, what: str, hint: str, sta
         at = sol.failed_at
         when = ", ".join(f"{i} at t={float(at[i]):.6g}" for i in aborted[:8]) if at is not None else _few(aborted)
         more = ", ..." if len(aborted) > 8 else ""
-        parts.append(f"the adaptive solver gave up on {len(aborted)} of {b} paths ({when}{more}; "
-                     f"the other paths were solved again without them)")
+        said = f"; it said {sol.failure[:200]!r}" if sol.failure else ""
+        again = "; the other paths were solved again without them" if len(aborted) < b else ""
+        parts.append(f"the adaptive solver gave up on {len(aborted)} of {b} paths ({when}{more}{again}{said})")
     msg = f"{what}: {'; '.join(parts)}. See {status_field} (0 ok, 1 non-finite, 2 aborted); {hint}"
     if on_failure == "raise":
         raise SolveError(msg + "; on_failure='return' returns the finite paths with their status.", sol)
@@ -172,27 +177,37 @@ def solve_by_parts(
     last_time: Callable[[], float],
     shape: tuple[int, ...],
     like: Tensor,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    max_solves: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, str]:
     """Run ``solve(rows)`` (``rows=None``: the whole batch) and, if the dependency gives up, find the
     paths responsible by bisection: halves that fail are split again down to single paths.
 
     ``solve(rows)`` returns the states (T, len(rows), *event) of those rows; ``last_time()`` the last
     time the vector field was evaluated at (the time a one-path solve gave up). Returns ``(xs, status,
     failed_at)``: the states (T, B, *event) with NaN for aborted paths, the per-path status (int8) and
-    the failure times (float64, NaN elsewhere; ``None`` when nothing was aborted). ``shape`` is the
-    shape of the full result (T, B, *event), ``like`` a tensor of its dtype and device. The good paths
+    the failure times (float64, NaN elsewhere; ``None`` when nothing was aborted) and the dependency's
+    first error message (``""`` when nothing was aborted). ``shape`` is the shape of the full result
+    (T, B, *event), ``like`` a tensor of its dtype and device. At most ``max_solves`` sub-solves are
+    made (default ``16 + 8·bit_length(B)``: enough for a few bad paths); rows not separated by then
+    are given up together (status 2, ``failed_at`` NaN). The good paths
     of a split batch are solved without the bad ones (for adaptive methods their steps then differ
     from the whole batch's, within the tolerances).
     """
     try:
         xs = solve(None)
-        return xs, path_status(xs), None
-    except _ABORTS:
-        pass
+        return xs, path_status(xs), None, ""
+    except _ABORTS as err:
+        reason = f"{type(err).__name__}: {err}"
     parts: list[tuple[Tensor, Tensor]] = []
     failed: dict[int, float] = {}
+    budget = [max_solves if max_solves is not None else 16 + 8 * max(1, batch.bit_length())]
 
     def run(rows: Tensor) -> None:
+        if budget[0] <= 0:  # too many failing parts to separate: give the rest up together
+            for i in rows.tolist():
+                failed[i] = float("nan")
+            return
+        budget[0] -= 1
         try:
             parts.append((rows, solve(rows)))
         except _ABORTS:
@@ -218,4 +233,6 @@ def solve_by_parts(
     for i, t in failed.items():
         status[i] = STATUS_ABORTED
         at[i] = t
-    return xs, status, at
+    if budget[0] <= 0 and any(math.isnan(t) for t in failed.values()):
+        reason += " (the bisection stopped after its budget of solves; some paths were given up together)"
+    return xs, status, at, reason
