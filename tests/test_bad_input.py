@@ -564,7 +564,8 @@ def test_pc_status_raise_and_the_clean_samples_are_unchanged():
     assert isinstance(res, SampleResult) and res.status.tolist() == [0, 1, 0, 0]
     # per-sample norms: the other samples are exactly what they are without the bad one
     clean = sample_pc(denoiser, XT, SIG, generator=0, corrector_norm="sample")
-    mixed = sample_pc(model, XT, SIG, generator=0, corrector_norm="sample")
+    with pytest.warns(RuntimeWarning, match=r"samples \[1\]; see SampleResult\.status"):
+        mixed = sample_pc(model, XT, SIG, generator=0, corrector_norm="sample")
     assert torch.equal(clean.x[[0, 2, 3]], mixed.x[[0, 2, 3]])
 
 

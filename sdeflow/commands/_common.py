@@ -26,7 +26,7 @@ import torch
 __all__ = [
     "Parser", "CommandError", "positive_int", "nonnegative_int", "positive_float", "finite_float", "threads_arg",
     "check_device", "default_threads", "set_threads", "machine_line", "check_output", "check_memory",
-    "available_memory", "add_threads_argument",
+    "add_threads_argument",
 ]
 
 
@@ -205,33 +205,12 @@ def check_output(flag: str, path: str | None, suffixes: Sequence[str] | None = N
         raise CommandError(f"argument {flag}: {err}") from None
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux: MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
-
-
 def check_memory(what: str, nbytes: float, fix: str, device: torch.device | None = None) -> None:
-    """Refuse (CommandError) when ``nbytes`` cannot fit in the memory available (host or the CUDA device)."""
-    if device is not None and device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        limit, where = free, f"free on {device}"
-    else:
-        limit, where = available_memory(), "available"
-    if limit is None:
-        limit, where = 1 << 40, "the 1 TiB sanity limit"
-    if nbytes > limit:
-        raise CommandError(f"{what} needs {_gib(nbytes)} but {_gib(limit)} is {where}; {fix}")
+    """Refuse (CommandError) when ``nbytes`` cannot fit: :func:`sdeflow._checks.check_memory`, the
+    library's one memory rule (the memory available now, ``SDEFLOW_MEMORY_BUDGET`` overrides it)."""
+    from .._checks import check_memory as _check
+
+    try:
+        _check(nbytes, what, fix.rstrip("."), device if device is not None else "cpu")
+    except ValueError as err:
+        raise CommandError(str(err).rstrip(".")) from None
