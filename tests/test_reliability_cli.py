@@ -423,3 +423,20 @@ def test_resume_after_sigkill_at_a_random_moment_equals_an_uninterrupted_run(tmp
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]  # the kill's leftovers were removed
     assert read_checkpoint(killed)[1]["step"] == 400
+
+
+def test_sample_refuses_a_batch_that_cannot_fit_and_saves_the_status(tmp_path, capsys):
+    import sdeflow as sf
+
+    net = sf.MLPNet(dim=2, hidden=8, depth=1, emb_dim=8, seed=0)
+    trainer = sf.Trainer(sf.EDMPrecond(net), lambda m, x, generator=None: (m(x, torch.ones(x.shape[0])) ** 2).sum(-1),
+                         torch.randn(16, 2), sf.TrainConfig(iters=1, batch_size=8), out_dir=tmp_path / "m")
+    trainer.fit()
+    code, out, err = _run_main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s.npz"),
+                                "--n", str(10**13)], capsys)
+    assert code == 2 and "--n" in err and "would need" in err and not (tmp_path / "s.npz").exists()
+    code, out, err = _run_main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s.npz"),
+                                "--n", "5", "--steps", "3", "--threads", "1"], capsys)
+    assert code == 0 and "threads 1, load average" in out
+    saved = load_arrays(tmp_path / "s.npz")
+    assert saved["x"].shape == (5, 2) and saved["status"].tolist() == [0] * 5

@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         device = check_device(args.device)
         out = check_output("--out", args.out, (".npz", ".pt"))
         check_output("--png", args.png, (".png",))
-        check_memory(f"--n {args.n} samples", 8.0 * args.n * 64, "use a smaller --n", device)
     except CommandError as err:
         return _fail(str(err))
     from ..latent.lcm import LatentConsistencyModel, LatentDiffusionModel  # registers the latent model kinds
@@ -88,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_latent(args, model, out)
     try:
         event = _event_shape(model)
-    except ValueError as err:
+        numel = args.n * int(torch.Size(event).numel())
+        # x_T, the state, the denoised estimate and the step's temporaries: about six copies of the batch
+        check_memory(f"--n {args.n} samples of shape {tuple(event)}", 6.0 * 8 * numel, "use a smaller --n", device)
+    except (ValueError, CommandError) as err:
         return _fail(str(err))
     kwargs: dict[str, object] = {}
     num_classes = getattr(getattr(model, "net", None), "num_classes", 0)
