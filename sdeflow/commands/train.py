@@ -35,6 +35,20 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonnegative_int(text: str) -> int:
+    from ._common import nonnegative_int
+
+    return nonnegative_int(text)
+
+
+def _write_json(path: str, doc: object) -> None:
+    """Write the evaluation atomically (a killed run leaves the old file or none, never half of one)."""
+    from ..io import atomic_write
+
+    text = json.dumps(doc, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -64,10 +78,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     s.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    s.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="steps between checkpoints")
+    s.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
+                   help="steps between checkpoints (0: only at the end)")
     s.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
                    help="samples for the final evaluation (default 20000)")
-    s.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads, set once (default: docs/performance.md)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
     s.set_defaults(run=run_score)
@@ -111,10 +127,12 @@ def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -
     c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
     c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    c.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="steps between checkpoints")
+    c.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
+                   help="steps between checkpoints (0: only at the end)")
     c.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
                    help="samples for the final evaluation (default 20000)")
-    c.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    c.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads, set once (default: docs/performance.md)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
     c.set_defaults(run=run_consistency)
@@ -164,7 +182,7 @@ def run_consistency(args: argparse.Namespace) -> int:
     print(format_consistency_evaluation(ev))
     print(f"total {time.perf_counter() - tick:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(ev, indent=1))
+        _write_json(args.json, ev)
     return 0
 
 
@@ -202,7 +220,8 @@ def _add_latent_parser(kinds: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-seeds", type=int, default=5, metavar="N", help="sampling seeds (5; 0: no evaluation)")
     c.add_argument("--no-tau-search", action="store_true", help="Karras-grid τ instead of the FD search")
     c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
-    c.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    c.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads, set once (default: docs/performance.md)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
     c.set_defaults(run=run_latent)
@@ -252,7 +271,7 @@ def run_latent(args: argparse.Namespace) -> int:
                                  "rows": [{"sampler": r["sampler"], "nfe": r["nfe"], "fd": r["fd"].mean,
                                            "fd_std": r["fd"].std, "accuracy": r["accuracy"].mean}
                                           for r in ev["rows"]]}
-        Path(args.json).write_text(json.dumps(doc, indent=1))
+        _write_json(args.json, doc)
     return 0
 
 
@@ -304,5 +323,5 @@ def run_score(args: argparse.Namespace) -> int:
     print(format_evaluation(ev))
     print(f"total {time.perf_counter() - tick:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(ev, indent=1))
+        _write_json(args.json, ev)
     return 0
