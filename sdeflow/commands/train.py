@@ -35,6 +35,12 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _machine_line() -> str:
+    from ._common import machine_line
+
+    return machine_line()
+
+
 def _nonnegative_int(text: str) -> int:
     from ._common import nonnegative_int
 
@@ -180,7 +186,7 @@ def run_consistency(args: argparse.Namespace) -> int:
     ev["train_seconds"] = result.seconds
     ev["train_steps"] = result.steps
     print(format_consistency_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s")
+    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
     if args.json:
         _write_json(args.json, ev)
     return 0
@@ -263,7 +269,7 @@ def run_latent(args: argparse.Namespace) -> int:
     if args.eval_seeds:
         ev = evaluate_pipeline(pipe, guidance=args.eval_guidance, seeds=tuple(range(100, 100 + args.eval_seeds)))
         print(format_latent_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s")
+    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
     if args.json:
         doc = {"spec": spec.to_json(), "seconds": pipe.seconds}
         if ev is not None:
@@ -321,7 +327,7 @@ def run_score(args: argparse.Namespace) -> int:
     ev["train_seconds"] = result.seconds
     ev["train_steps"] = result.steps
     print(format_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s")
+    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
     if args.json:
         _write_json(args.json, ev)
     return 0
