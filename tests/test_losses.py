@@ -551,3 +551,48 @@ def test_errors_name_the_argument():
         drop_labels(torch.zeros(3, dtype=torch.long), 2.0, 5)
     with pytest.raises(ValueError, match="sigma_data|std"):
         EDMLoss.for_data(torch.ones(10, 2))
+
+
+# -- the stable target field ------------------------------------------------------------------------------
+def test_stable_target_is_x0_at_small_sigma_and_the_posterior_mean_at_large_sigma():
+    from sdeflow.generative.losses import stable_target
+
+    g = torch.Generator().manual_seed(0)
+    m, s, b, d = 1.5, 0.7, 4096, 2
+    x0 = m + s * torch.randn(b, d, generator=g, dtype=torch.float64)
+    eps = torch.randn(b, d, generator=g, dtype=torch.float64)
+    small = torch.full((b,), 1e-4, dtype=torch.float64)
+    torch.testing.assert_close(stable_target(x0 + small[:, None] * eps, small, x0), x0)
+    big = torch.full((b,), 5.0, dtype=torch.float64)
+    x = x0 + big[:, None] * eps
+    exact = m + s**2 / (s**2 + 25.0) * (x - m)  # E[x0 | x] for Gaussian data
+    stf_err = (stable_target(x, big, x0) - exact).pow(2).sum(-1).mean()
+    plain_err = (x0 - exact).pow(2).sum(-1).mean()  # = d s² σ²/(s² + σ²), the plain target's variance
+    assert plain_err == pytest.approx(d * s**2 * 25 / (s**2 + 25), rel=0.1)
+    assert stf_err < 0.01 * plain_err  # the batch average removes >99% of the target's variance here
+
+
+def test_stable_target_respects_class_labels_and_dropped_labels():
+    from sdeflow.generative.losses import stable_target
+
+    x0 = torch.tensor([[0.0], [0.2], [10.0], [10.2]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 2])  # 2 = the null label (dropped)
+    sig = torch.full((4,), 100.0, dtype=torch.float64)  # huge σ: near-uniform weights
+    out = stable_target(x0, sig, x0, labels, null_label=2)
+    assert out[0, 0] == pytest.approx(0.1, abs=1e-3) and out[1, 0] == pytest.approx(0.1, abs=1e-3)
+    assert out[2, 0] == pytest.approx(10.0)  # its class has only itself
+    w = torch.softmax(-((10.2 - x0[:, 0]) ** 2) / (2 * 100.0**2), 0)  # dropped: the whole batch is the reference
+    assert out[3, 0] == pytest.approx(float((w * x0[:, 0]).sum()), rel=1e-12)
+
+
+def test_edm_loss_with_the_stable_target_has_less_variance_at_large_sigma():
+    g = torch.Generator().manual_seed(1)
+    x0 = 0.5 * torch.randn(2048, 2, generator=g, dtype=torch.float64)
+    def exact(x, s):
+        return 0.25 / (0.25 + s.reshape(-1, 1) ** 2) * x  # the optimal denoiser of N(0, 0.25 I)
+    sigma = torch.full((2048,), 3.0, dtype=torch.float64)
+    plain = EDMLoss(sigma_data=0.5)(exact, x0, generator=2, sigma=sigma)
+    stf = EDMLoss(sigma_data=0.5, target="stf")(exact, x0, generator=2, sigma=sigma)
+    assert stf.mean() < 0.05 * plain.mean()
+    with pytest.raises(ValueError, match="target must be"):
+        EDMLoss(target="mean")
