@@ -5,8 +5,9 @@ Runs, each watched by a sampler thread that reads the process's resident set siz
 
 * ``simulate`` with ``save="final"`` over 10^6 steps: native eager engine, native compiled
   (``compile=True``; falls back to eager where no compiler is available, reported), and the
-  torchsde backend (sdeflow passes torchsde's BrownianInterval its ``dt`` hint, without which it
-  fails with RecursionError from ~2·10^4 steps);
+  torchsde backend (for fixed-step runs of more than 10^4 steps sdeflow streams the increments,
+  ``StreamingBrownian``; torchsde's BrownianInterval fails with RecursionError from ~2·10^4 steps
+  without its ``dt`` hint and keeps a node per step with it); each run is warmed up first (256 steps);
 * training: ``sdeflow.generative.recipes.score_recipe("gmm8", iters=10000)`` with a small batch,
   through :class:`sdeflow.Trainer`, fitted in slices so the RSS is also printed between them.
 

@@ -64,11 +64,42 @@ def test_bm_without_the_space_time_area_and_without_a_dt_hint_are_refused_clearl
         sf.simulate(add, X0, [0.0, 1.0], dt=5e-5, bm=bm, save="final")
 
 
-def test_torchsde_backend_runs_past_the_recursion_limit_with_the_dt_hint():
-    # 2.5·10^4 steps: RecursionError before the hint was passed to the BrownianInterval sdeflow builds
+def test_torchsde_backend_runs_past_the_recursion_limit():
+    # 2.5·10^4 steps: RecursionError in torchsde's BrownianInterval before; a fixed-step run now streams its
+    # increments, an adaptive one gets the dt hint
     x0 = torch.zeros(1, 1, dtype=torch.float64)
     sol = sf.simulate(OU, x0, [0.0, 1.0], dt=4e-5, backend="torchsde", generator=0, save="final")
     assert bool(torch.isfinite(sol.final).all())
+    again = sf.simulate(OU, x0, [0.0, 1.0], dt=4e-5, backend="torchsde", generator=0, save="final")
+    assert torch.equal(sol.final, again.final)  # reproducible for a seed
+    from sdeflow.solve.backends.torchsde_backend import StreamingBrownian, make_brownian
+
+    ts = np.array([0.0, 1.0])
+    assert isinstance(make_brownian(x0, ts, method="euler", dt=4e-5, brownian_size=1, generator=None,
+                                    fixed_step=True), StreamingBrownian)
+    hinted = make_brownian(x0, ts, method="srk", dt=4e-5, brownian_size=1, generator=None, fixed_step=False)
+    assert isinstance(hinted, torchsde.BrownianInterval) and hinted._dt == 4e-5
+    short = make_brownian(x0, ts, method="euler", dt=1e-2, brownian_size=1, generator=None, fixed_step=True)
+    assert isinstance(short, torchsde.BrownianInterval) and short._dt is None  # short runs: paths unchanged
+
+
+def test_streaming_brownian_has_the_law_of_w_and_u():
+    from sdeflow.solve.backends.torchsde_backend import StreamingBrownian
+
+    n, h = 200_000, 0.25
+    bm = StreamingBrownian(0.0, (n, 1), dtype=torch.float64, device=torch.device("cpu"),
+                           generator=torch.Generator().manual_seed(0), levy_area_approximation="space-time")
+    w, u = bm(0.0, h, return_U=True)
+    w2 = bm(0.0, h)
+    assert torch.equal(w, w2)  # a repeated query returns the same step
+    # Var W = h, Var U = h^3/3, Cov(W, U) = h^2/2; with n = 2e5 the relative standard error of each
+    # second moment is about sqrt(2/n) = 0.3%, so 2% is more than 6 standard errors
+    torch.testing.assert_close(float(w.var()), h, rtol=0.02, atol=0)
+    torch.testing.assert_close(float(u.var()), h**3 / 3, rtol=0.02, atol=0)
+    torch.testing.assert_close(float((w * u).mean()), h**2 / 2, rtol=0.02, atol=0)
+    bm(h, 2 * h)
+    with pytest.raises(ValueError, match="consecutive steps only"):
+        bm(0.0, h)
 
 
 def test_backward_runs_use_w_of_minus_s_pathwise():

@@ -43,7 +43,8 @@ class TorchsdeIntegrator(Integrator):
     def _solve(self) -> None:
         p, x0 = self.plan, self.x0
         bm = p.bm if p.bm is not None else make_brownian(x0, p.times, method=p.method, dt=p.dt,
-                                                         brownian_size=p.brownian_size, generator=p.generator)
+                                                         brownian_size=p.brownian_size, generator=p.generator,
+                                                         fixed_step=not p.adaptive and not p.adjoint)
         sdef = p.sde
         self.adapter = TorchsdeAdapter(sdef, tuple(x0.shape[1:]), None)
         # one adapter counts every attempt (a failed whole-batch solve and its parts)

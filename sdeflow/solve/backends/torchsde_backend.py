@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -10,7 +12,7 @@ from ...sde.base import SDE
 
 __all__ = [
     "TORCHSDE_METHODS", "torchsde_support", "TorchsdeAdapter", "solve_torchsde", "make_brownian", "RowsBrownian",
-    "levy_area_for",
+    "levy_area_for", "StreamingBrownian",
 ]
 
 #: sdeflow name -> torchsde name.
@@ -134,17 +136,68 @@ class RowsBrownian:
         return getattr(self.bm, name)
 
 
+class StreamingBrownian:
+    """A Brownian motion drawn step by step for a fixed-step torchsde run, keeping nothing behind.
+
+    torchsde's fixed-step solvers query ``bm(t, t_next)`` once per step, each step starting where the
+    previous one ended; this path draws ``W ~ N(0, h)`` (and, for ``return_U``, ``U = h (W/2 + H)``
+    with the space-time Lévy area ``H ~ N(0, h/12)``) from ``generator`` for each new step, and
+    returns the same values for a repeated query. Memory is O(B·m) whatever the number of steps
+    (torchsde's ``BrownianInterval`` keeps a node per step: ~430 bytes, 0.4 GiB over 10^6 steps).
+    Any other query (overlapping, backward, out of order) raises ValueError: it is not for adaptive
+    or adjoint runs.
+    """
+
+    def __init__(self, t0: float, size: tuple[int, int], *, dtype: torch.dtype, device: torch.device,
+                 generator: torch.Generator | None, levy_area_approximation: str) -> None:
+        self.shape = tuple(size)
+        self.dtype, self.device = dtype, device
+        self.generator = generator
+        self.levy_area_approximation = levy_area_approximation
+        self._end = float(t0)
+        self._last: tuple[float, float, Tensor, Tensor | None] | None = None
+
+    def __call__(self, ta: float, tb: float | None = None, return_U: bool = False,  # noqa: N803 (torchsde)
+                 return_A: bool = False) -> Tensor | tuple[Tensor, ...]:
+        if return_A:
+            raise ValueError("StreamingBrownian has no Lévy area A; use a BrownianInterval (method='log_ode').")
+        ta, tb = float(ta), float(tb)
+        last = self._last
+        if last is None or (ta, tb) != (last[0], last[1]):
+            if ta != self._end or tb < ta:
+                raise ValueError(f"StreamingBrownian draws consecutive steps only: got [{ta}, {tb}] after a step "
+                                 f"ending at {self._end}; use torchsde.BrownianInterval for adaptive or adjoint runs.")
+            h = tb - ta
+            w = torch.randn(self.shape, generator=self.generator, dtype=self.dtype, device=self.device) * math.sqrt(h)
+            u = None
+            if self.levy_area_approximation != "none":
+                z = torch.randn(self.shape, generator=self.generator, dtype=self.dtype, device=self.device)
+                u = h * (0.5 * w + math.sqrt(h / 12.0) * z)
+            self._last = last = (ta, tb, w, u)
+            self._end = tb
+        if return_U:
+            if last[3] is None:
+                raise ValueError("this Brownian path has no space-time area (levy_area_approximation='none').")
+            return last[2], last[3]
+        return last[2]
+
+
 def make_brownian(x0: Tensor, ts: np.ndarray, *, method: str, dt: float | None, brownian_size: int,
-                  generator: torch.Generator | None) -> object:
+                  generator: torch.Generator | None, fixed_step: bool = False) -> object:
     """The torchsde ``BrownianInterval`` sdeflow builds for a run: over ``ts``, seeded from ``generator``,
-    with the Lévy area ``method`` needs and, for runs of more than 10^4 steps of ``dt``, the step hint
-    ``dt`` (without it torchsde refines its tree recursively from the queries and fails with
+    with the Lévy area ``method`` needs and, for runs of more than 10^4 steps of ``dt``, either a
+    :class:`StreamingBrownian` (``fixed_step``: no adaptive steps, no adjoint; flat memory) or the
+    step hint ``dt`` (without it torchsde refines its tree recursively from the queries and fails with
     RecursionError beyond ~2·10^4 steps; shorter runs keep the tree, hence the paths, of earlier
     versions)."""
     import torchsde
 
     span = abs(float(ts[-1]) - float(ts[0]))
-    hint = dt if dt is not None and span / dt > HINT_MIN_STEPS else None
+    long = dt is not None and span / dt > HINT_MIN_STEPS
+    if long and fixed_step and levy_area_for(method) in ("none", "space-time"):
+        return StreamingBrownian(float(ts[0]), (x0.shape[0], brownian_size), dtype=x0.dtype, device=x0.device,
+                                 generator=generator, levy_area_approximation=levy_area_for(method))
+    hint = dt if long else None
     entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x0.device).item())
     return torchsde.BrownianInterval(
         t0=float(ts[0]), t1=float(ts[-1]), size=(x0.shape[0], brownian_size), dtype=x0.dtype, device=x0.device,
