@@ -43,3 +43,34 @@ def test_check_figure_is_labelled(name, monkeypatch, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_order_plot_labels_each_step_and_no_minor_ticks(monkeypatch, tmp_path):
+    # a one-decade step range (2^-3 ... 2^-6): matplotlib's default log axis labels minor ticks there,
+    # and the labels overlap
+    import matplotlib.pyplot as plt
+    import torch
+
+    import sdeflow as sf
+    from sdeflow.verify import strong_order
+
+    gbm = sf.GeometricBrownianMotion(0.5, 0.3)
+    dts = [2.0**-k for k in range(3, 7)]
+    r = strong_order(gbm, torch.ones(200, 1, dtype=torch.float64), 1.0, method="euler", dts=dts, n_batches=10,
+                     n_boot=50, generator=0, exact=lambda x0, t, w: gbm.exact_solution(x0, t, w))
+    closed = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: closed.append(fig))
+    assert r.plot(tmp_path / "order.png").exists()
+    (fig,) = closed
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(labels) == sorted(["$2^{-3}$", "$2^{-4}$", "$2^{-5}$", "$2^{-6}$"])   # one label per step
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))
+    assert all(t.get_text() == "" for t in ax.get_yticklabels(minor=True))
+    lo, hi = ax.get_ylim()
+    shown = [t for t in ax.yaxis.get_majorticklocs() if lo <= t <= hi]
+    assert len(shown) >= 2                                   # the error axis is still readable
+    assert ax.get_xlabel() and ax.get_ylabel()
+    monkeypatch.undo()
+    plt.close(fig)

@@ -134,6 +134,17 @@ class OrderResult:
         ax.loglog(self.dts, c * self.dts**self.declared, "k--", label=f"slope {self.declared:g} (declared)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # Step ranges often span one decade or less, where matplotlib labels minor ticks and the labels
+        # overlap: label exactly the measured step sizes (as 2^k where they are powers of two), and the
+        # errors at 1, 2 and 5 times powers of ten, with no minor labels.
+        from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+        ax.xaxis.set_major_locator(FixedLocator(self.dts))
+        ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("step size h")
         ax.set_ylabel(f"{self.kind} error")
         ax.set_title(f"{self.method} ({self.backend}), {self.problem}: order {self.order:.2f}", fontsize=9)
@@ -142,6 +153,12 @@ class OrderResult:
         out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
         plt.close(fig)
         return out
+
+
+def _step_label(h: float, _pos: object = None) -> str:
+    """A step size as a tick label: ``2^{-k}`` for powers of two, else three significant digits."""
+    k = math.log2(h) if h > 0 else float("nan")
+    return f"$2^{{{round(k)}}}$" if math.isfinite(k) and abs(k - round(k)) < 1e-9 else f"{h:.3g}"
 
 
 def fit_order(dts: np.ndarray, errors: np.ndarray) -> float:
