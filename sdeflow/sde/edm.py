@@ -24,7 +24,7 @@ class EDMSDE(DiffusionSDE):
 
     def __init__(self, T: float = 80.0, eps: float = 0.002) -> None:
         super().__init__()
-        check_finite_args("EDMSDE", T=T, eps=eps)
+        check_finite_args(type(self).__name__, T=T, eps=eps)
         if not 0 < eps < T:
             raise ValueError(f"need 0 < eps < T, got eps={eps}, T={T}.")
         self.T, self.eps, self.prior_std = float(T), float(eps), float(T)

@@ -26,7 +26,7 @@ class VESDE(DiffusionSDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__()
-        check_finite_args("VESDE", sigma_min=sigma_min, sigma_max=sigma_max, T=T, eps=eps)
+        check_finite_args(type(self).__name__, sigma_min=sigma_min, sigma_max=sigma_max, T=T, eps=eps)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}.")
         if not 0 < eps < T:

@@ -24,7 +24,7 @@ class VPSDE(DiffusionSDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, eps: float = 1e-3) -> None:
         super().__init__()
-        check_finite_args("VPSDE", beta_min=beta_min, beta_max=beta_max, T=T, eps=eps)
+        check_finite_args(type(self).__name__, beta_min=beta_min, beta_max=beta_max, T=T, eps=eps)
         if not 0 < beta_min <= beta_max:
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}.")
         if not 0 < eps < T:
