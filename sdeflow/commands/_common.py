@@ -169,9 +169,6 @@ def default_threads(environ: dict[str, str] | None = None, cores: int | None = N
     return n, f"{cores} cores, load {load:.2f}"
 
 
-_THREADS_SET: list[int] = []
-
-
 def set_threads(requested: int | None) -> tuple[int, str]:
     """Set torch's intra-op threads once for the command (``requested`` or :func:`default_threads`)."""
     if requested is not None:
@@ -180,7 +177,6 @@ def set_threads(requested: int | None) -> tuple[int, str]:
         n, why = default_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    _THREADS_SET[:] = [n]
     return n, why
 
 
