@@ -403,9 +403,9 @@ class LatentSpec:
     label_dropout: float = 0.1
     lcd_iters: int = 3000
     lcd_batch: int = 256
-    lcd_lr: float = 5e-4
+    lcd_lr: float = 1e-3
     n_points: int = 18
-    skip: int = 1
+    skip: int = 2
     solver: str = "heun"
     w_min: float = 0.0
     w_max: float = 2.0
