@@ -97,9 +97,10 @@ def test_cli_train_consistency_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "consistency", "--mode", "cd", "--data", "gmm8", "--iters", "20", "--batch", "64",
             "--out", str(out), "--no-progress", "--eval-samples", "600", "--checkpoint-every", "10",
-            "--json", str(tmp_path / "ev.json")]
+            "--json", str(tmp_path / "ev.json"), "--log-consistency"]
     assert main(args) == 0
     text = capsys.readouterr().out
+    assert "self-consistency error vs f* while training (EMA copy): step 2:" in text
     assert "ΔNLL 1-step" in text and "ΔNLL 2-step" in text and "pathwise RMS to f*" in text
     assert "self-consistency error" in text
     ev = json.loads((tmp_path / "ev.json").read_text())

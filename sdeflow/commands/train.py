@@ -10,6 +10,7 @@ by noise level and the PF-ODE NLL gap; for the other data an energy-distance tes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -141,11 +142,18 @@ def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -
                    help="torch threads, set once (default: docs/performance.md)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
+    c.add_argument("--log-consistency", action="store_true",
+                   help="log the self-consistency error vs f* ten times during training (mixture data)")
     c.set_defaults(run=run_consistency)
 
 
 def run_consistency(args: argparse.Namespace) -> int:
-    from ..consistency.recipes import consistency_recipe, evaluate_consistency, format_consistency_evaluation
+    from ..consistency.recipes import (
+        consistency_recipe,
+        evaluate_consistency,
+        format_consistency_evaluation,
+        self_consistency_callback,
+    )
     from ..generative.checkpoint import CheckpointError
     from ..generative.training import Trainer
 
@@ -166,7 +174,12 @@ def run_consistency(args: argparse.Namespace) -> int:
                                     lr=args.lr, seed=args.seed, device=args.device, solver=args.solver,
                                     n_points=args.n_points, time_budget=args.time_budget,
                                     progress=not args.no_progress, checkpoint_every=max(0, args.checkpoint_every))
-        trainer = Trainer(recipe.model, recipe.loss, recipe.data, recipe.config, out_dir=out,
+        config = recipe.config
+        callbacks = []
+        if recipe.mixture is not None and args.log_consistency:  # the self-consistency error, logged as it trains
+            config = dataclasses.replace(config, eval_every=max(1, args.iters // 10))
+            callbacks.append(self_consistency_callback(recipe.mixture, seed=args.seed))
+        trainer = Trainer(recipe.model, recipe.loss, recipe.data, config, out_dir=out, callbacks=callbacks,
                           metadata=recipe.metadata, resume=args.resume)
     except (ValueError, TypeError, CheckpointError) as err:
         return _fail(str(err))
@@ -181,6 +194,10 @@ def run_consistency(args: argparse.Namespace) -> int:
         return 130
     print(f"trained {result.steps} steps in {result.seconds:.1f} s ({result.stopped}); "
           f"checkpoint {result.checkpoint}")
+    logged = [(h["step"], h["eval"]) for h in trainer.history if "eval" in h]
+    if logged:
+        print("self-consistency error vs f* while training (EMA copy): " + ", ".join(
+            f"step {k}: {e['self_consistency']:.3f}" for k, e in logged))
     model = trainer.ema["ema"].eval()
     ev = evaluate_consistency(model, args.data, n_samples=args.eval_samples, seed=args.seed)
     ev["train_seconds"] = result.seconds

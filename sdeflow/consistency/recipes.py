@@ -42,7 +42,7 @@ from .losses import (
 from .presets import cm2023, ect2024, ict2023, scm2024
 
 __all__ = ["CONSISTENCY_MODES", "ConsistencyRecipe", "consistency_recipe", "evaluate_consistency",
-           "format_consistency_evaluation", "load_teacher", "default_taus"]
+           "format_consistency_evaluation", "load_teacher", "default_taus", "self_consistency_callback"]
 
 CONSISTENCY_MODES: tuple[str, ...] = ("cd", "ct", "ict", "ect", "scm")
 _EPS, _T = 0.002, 80.0
@@ -232,6 +232,25 @@ def consistency_recipe(
                          checkpoint_every=checkpoint_every)
     return ConsistencyRecipe(model=student, loss=loss, data=sample, config=config, teacher=teacher_fn,
                              metadata=meta, mixture=toy_mixture(name))
+
+
+def self_consistency_callback(mixture: GaussianMixture, *, n: int = 256, weights: str = "ema",
+                              seed: int = 0) -> Callable[[Any, int], dict]:
+    """A :class:`sdeflow.Trainer` callback logging :func:`sdeflow.consistency.self_consistency_error` of a copy.
+
+    ``fn(trainer, step) -> {"self_consistency": mean error vs f* over 18 levels, "one_step_error": at T}``
+    for the EMA copy ``weights`` (or the model, ``weights="model"``); the exact trajectories are cached, so a
+    call costs 18 batched evaluations of ``n`` points. The CM paper notes its losses do not track progress;
+    this does (docs/consistency.md).
+    """
+    from .exact import self_consistency_error
+
+    def callback(trainer: Any, step: int) -> dict:
+        model = trainer.model if weights == "model" else trainer.ema[weights]
+        res = self_consistency_error(model, mixture=mixture, n=n, eps=_EPS, T=_T, generator=seed)
+        return {"self_consistency": res.mean_error, "one_step_error": res.one_step_error}
+
+    return callback
 
 
 def _samples(model: Callable[..., Tensor], x_T: Tensor, taus: list[float], seed: int) -> Tensor:
