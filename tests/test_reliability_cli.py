@@ -94,6 +94,12 @@ BAD = [
     (["train", "score", "--out", "o", "--lr", "inf"], "--lr"),
     (["train", "score", "--out", "o", "--device", "foo"], "--device"),
     (["train", "score", "--out", "o", "--threads", "0"], "--threads"),
+    (["train", "score", "--out", "o", "--batch", str(10**13)], "--batch"),
+    (["train", "score", "--out", "o", "--eval-samples", str(10**14)], "--eval-samples"),
+    (["train", "score", "--out", "o", "--checkpoint-every", "-5"], "--checkpoint-every"),
+    (["train", "consistency", "--out", "o", "--batch", str(10**13)], "--batch"),
+    (["train", "latent", "--out", "o", "--w-min", "nan"], "--w-min"),
+    (["train", "latent", "--out", "o", "--eval-seeds", "-1"], "--eval-seeds"),
 ]
 
 

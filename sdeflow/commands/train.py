@@ -36,6 +36,31 @@ def _positive_int(text: str) -> int:
     return v
 
 
+#: Rough memory per training example (the MLP's activations and gradients, float32) and per evaluation sample:
+#: enough to refuse a --batch or --eval-samples that cannot fit before anything is allocated.
+_BYTES_PER_EXAMPLE, _BYTES_PER_EVAL_SAMPLE = 16 << 10, 4 << 10
+
+
+def _check_sizes(args: argparse.Namespace) -> str | None:
+    """A one-line error when --batch or --eval-samples cannot fit in memory, else None."""
+    from ._common import CommandError, check_memory
+
+    try:
+        check_memory(f"--batch {args.batch}", args.batch * _BYTES_PER_EXAMPLE, "use a smaller --batch",
+                     torch.device(args.device))
+        check_memory(f"--eval-samples {args.eval_samples}", args.eval_samples * _BYTES_PER_EVAL_SAMPLE,
+                     "use a smaller --eval-samples", torch.device(args.device))
+    except CommandError as err:
+        return str(err)
+    return None
+
+
+def _finite_float(text: str) -> float:
+    from ._common import finite_float
+
+    return finite_float(text)
+
+
 def _machine_line() -> str:
     from ._common import machine_line
 
@@ -162,6 +187,9 @@ def run_consistency(args: argparse.Namespace) -> int:
     out = _check_out(args.out, args.resume)
     if isinstance(out, str):
         return _fail(out)
+    too_big = _check_sizes(args)
+    if too_big:
+        return _fail(too_big)
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         return _fail(f"--json {args.json!r}: its folder does not exist")
     if args.threads:
@@ -237,10 +265,11 @@ def _add_latent_parser(kinds: argparse._SubParsersAction) -> None:
     c.add_argument("--skip", type=_positive_int, default=d.skip, help=f"skipping step k ({d.skip})")
     c.add_argument("--n-points", type=_positive_int, default=d.n_points, help=f"grid size N ({d.n_points})")
     c.add_argument("--solver", choices=list(TEACHER_SOLVERS), default=d.solver, help=f"teacher step ({d.solver})")
-    c.add_argument("--w-min", type=float, default=d.w_min, help=f"smallest training guidance ({d.w_min:g})")
-    c.add_argument("--w-max", type=float, default=d.w_max, help=f"largest training guidance ({d.w_max:g})")
-    c.add_argument("--eval-guidance", type=float, default=1.0, metavar="W", help="w of the evaluation (1)")
-    c.add_argument("--eval-seeds", type=int, default=5, metavar="N", help="sampling seeds (5; 0: no evaluation)")
+    c.add_argument("--w-min", type=_finite_float, default=d.w_min, help=f"smallest training guidance ({d.w_min:g})")
+    c.add_argument("--w-max", type=_finite_float, default=d.w_max, help=f"largest training guidance ({d.w_max:g})")
+    c.add_argument("--eval-guidance", type=_finite_float, default=1.0, metavar="W", help="w of the evaluation (1)")
+    c.add_argument("--eval-seeds", type=_nonnegative_int, default=5, metavar="N",
+                   help="sampling seeds (5; 0: no evaluation)")
     c.add_argument("--no-tau-search", action="store_true", help="Karras-grid τ instead of the FD search")
     c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
     c.add_argument("--threads", type=_positive_int, default=None,
@@ -316,6 +345,9 @@ def run_score(args: argparse.Namespace) -> int:
     out = _check_out(args.out, args.resume)
     if isinstance(out, str):
         return _fail(out)
+    too_big = _check_sizes(args)
+    if too_big:
+        return _fail(too_big)
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         return _fail(f"--json {args.json!r}: its folder does not exist")
     if args.threads:
