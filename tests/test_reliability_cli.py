@@ -100,6 +100,7 @@ BAD = [
     (["train", "consistency", "--out", "o", "--batch", str(10**13)], "--batch"),
     (["train", "latent", "--out", "o", "--w-min", "nan"], "--w-min"),
     (["train", "latent", "--out", "o", "--eval-seeds", "-1"], "--eval-seeds"),
+    (["demo", "--threads", "0"], "--threads"),
 ]
 
 

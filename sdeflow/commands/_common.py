@@ -172,7 +172,9 @@ def default_threads(environ: dict[str, str] | None = None, cores: int | None = N
 def set_threads(requested: int | None) -> tuple[int, str]:
     """Set torch's intra-op threads once for the command (``requested`` or :func:`default_threads`)."""
     if requested is not None:
-        n, why = int(requested), "--threads"
+        if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= MAX_THREADS:
+            raise CommandError(f"argument --threads: must be an integer from 1 to {MAX_THREADS}; got {requested!r}")
+        n, why = requested, "--threads"
     else:
         n, why = default_threads()
     if torch.get_num_threads() != n:
