@@ -101,6 +101,8 @@ BAD = [
     (["train", "latent", "--out", "o", "--w-min", "nan"], "--w-min"),
     (["train", "latent", "--out", "o", "--eval-seeds", "-1"], "--eval-seeds"),
     (["demo", "--threads", "0"], "--threads"),
+    (["train", "score", "--out", "o", "--seed", str(10**30)], "--seed"),
+    (["simulate", "--seed", str(2**63)], "--seed"),
 ]
 
 

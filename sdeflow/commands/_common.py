@@ -24,7 +24,8 @@ from typing import NoReturn
 import torch
 
 __all__ = [
-    "Parser", "CommandError", "positive_int", "nonnegative_int", "positive_float", "finite_float", "threads_arg",
+    "Parser", "CommandError", "positive_int", "nonnegative_int", "seed_arg", "positive_float", "finite_float",
+    "threads_arg",
     "check_device", "default_threads", "set_threads", "machine_line", "check_output", "check_memory",
     "add_threads_argument",
 ]
@@ -85,6 +86,14 @@ def finite_float(text: str) -> float:
     v = _number(text)
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return v
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: an integer in [0, 2**63) (what every torch generator accepts)."""
+    v = nonnegative_int(text)
+    if v >= 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be below 2**63; got {v}")
     return v
 
 

@@ -24,7 +24,7 @@ def _fail(msg: str) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..generative.samplers import SAMPLERS
-    from ._common import add_threads_argument, finite_float, nonnegative_int
+    from ._common import add_threads_argument, finite_float, nonnegative_int, seed_arg
     from ._common import positive_float as _positive_float
     from ._common import positive_int as _positive_int
 
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="class label for a class-conditional model")
     p.add_argument("--guidance", type=finite_float, default=None, metavar="W",
                    help="classifier-free guidance scale w (D + w (D(c) - D(∅)); w = 0 is the conditional model)")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of x_T and the sampler's noise (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of x_T and the sampler's noise (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to save the samples (.npz or .pt)")
     p.add_argument("--png", default=None, metavar="FILE", help="also save a scatter plot or image grid")

@@ -20,9 +20,9 @@ from ._common import (
     check_output,
     finite_float,
     machine_line,
-    nonnegative_int,
     positive_float,
     positive_int,
+    seed_arg,
 )
 
 SDES = {
@@ -66,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["auto", "native", "torchsde"], default="auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--n-save", type=positive_int, default=2, help="number of saved times from t0 to t1 (default 2)")
     p.add_argument("--out", default=None, help="save ts and xs to FILE.pt or FILE.npz")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -55,6 +55,12 @@ def _check_sizes(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _seed(text: str) -> int:
+    from ._common import seed_arg
+
+    return seed_arg(text)
+
+
 def _finite_float(text: str) -> float:
     from ._common import finite_float
 
@@ -108,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop training after this many seconds (resumable, not bitwise reproducible)")
     s.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
     s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     s.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
                    help="steps between checkpoints (0: only at the end)")
@@ -157,7 +163,7 @@ def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -
                    help="stop training after this many seconds (resumable, not bitwise reproducible)")
     c.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
     c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
     c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     c.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
                    help="steps between checkpoints (0: only at the end)")
@@ -271,7 +277,7 @@ def _add_latent_parser(kinds: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-seeds", type=_nonnegative_int, default=5, metavar="N",
                    help="sampling seeds (5; 0: no evaluation)")
     c.add_argument("--no-tau-search", action="store_true", help="Karras-grid τ instead of the FD search")
-    c.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
     c.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads, set once (default: docs/performance.md)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_write
-from ._common import CommandError, add_threads_argument, check_device, check_output, machine_line, nonnegative_int
+from ._common import CommandError, add_threads_argument, check_device, check_output, machine_line, seed_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", default=None, metavar="DIR", help="save PNG plots to DIR (created if missing)")
     p.add_argument("--only", default=None, metavar="PATTERN", help="run only checks whose name matches (glob or "
                                                                    "substring), e.g. 'order/*' or fp_grid")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="base random seed (default 0)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     add_threads_argument(p)
     p.set_defaults(run=run)
