@@ -450,3 +450,19 @@ def test_sample_refuses_a_batch_that_cannot_fit_and_saves_the_status(tmp_path, c
     assert code == 0 and "threads 1, load average" in out
     saved = load_arrays(tmp_path / "s.npz")
     assert saved["x"].shape == (5, 2) and saved["status"].tolist() == [0] * 5
+
+
+def test_no_option_takes_a_raw_float():
+    """A plain ``type=float`` lets nan and inf through; every number goes through a checked type."""
+    import argparse
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, [*path, name])
+            else:
+                yield " ".join(path), action
+
+    raw = [(cmd, a.option_strings) for cmd, a in walk(build_parser(), ["sdeflow"]) if a.type is float]
+    assert raw == []
