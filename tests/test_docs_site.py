@@ -136,3 +136,18 @@ def test_repo_link_hook_rewrites_only_existing_files_outside_docs():
     assert "[kept](../benchmarks/RESULTS.md)" in out          # code blocks are left alone
     # from a page in a subfolder the same file is one more level up
     assert hook._rewrite("[r](../../benchmarks/RESULTS.md)", docs / "howto", docs, repo) == "r (`benchmarks/RESULTS.md`)"
+
+
+def test_griffe_docstring_extensions():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("docstrings_ext", DOCS / "_griffe" / "docstrings.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    doc = ("Summary, with a, b: not an entry.\n\nArgs:\n    t0, t1: the start and\n        end times.\n"
+           "    x (Tensor): state (B, d).\n\nReturns:\n    a, b: left alone (not an argument section).\n")
+    out = ext.split_grouped_params(doc)
+    assert "    t0: the start and\n        end times.\n    t1: the start and\n        end times.\n" in out
+    assert "    x (Tensor): state (B, d)." in out
+    assert "Summary, with a, b: not an entry." in out and "    a, b: left alone" in out
+    assert ext.plain_roles("see :func:`sdeflow.simulate` and :class:`~sdeflow.latent.Autoencoder`") == (
+        "see `sdeflow.simulate` and `Autoencoder`")
