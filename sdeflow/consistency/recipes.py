@@ -282,7 +282,7 @@ def default_taus(model: Callable[..., Tensor], data: str, *, seed: int = 0, n: i
     ref = toy_sampler(name, torch.float64)(1000, torch.Generator().manual_seed(30_000 + seed))
 
     def metric(x: Tensor) -> float:
-        return energy_test(x.to(torch.float64), ref, n_permutations=1, generator=0, max_points=1000)[0]
+        return energy_test(x.to(torch.float64), ref, n_permutations=2, generator=0, max_points=1000)[0]
 
     return list(search_taus(model, metric, 2, n=2000, T=_T, eps=_EPS, generator=10_000 + seed,
                             event_shape=(2,), iterations=8).taus)
