@@ -100,10 +100,13 @@ def _order_check(kind: str, problem: str, method: str, backend: str) -> Callable
         def plot(folder: Path) -> list[Path]:
             return [res.plot(folder / f"{_safe(label)}.png")]
 
+        # A check fails only when the order is too low; a higher one is reported, not failed (SRA1
+        # measures 2.0 on a nearly linear additive problem, as diffrax's does).
+        above = res.order > res.declared + res.tolerance
         return CheckOutcome(
-            measured=res.order, expected=res.declared, tolerance=res.tolerance, comparison="abs",
+            measured=res.order, expected=res.declared, tolerance=res.declared - res.tolerance, comparison="ge",
             detail=f"95% CI [{res.ci[0]:.3f}, {res.ci[1]:.3f}], {res.n_paths} paths, reference {res.reference}, "
-                   f"min error/SE {res.min_snr:.0f}",
+                   f"min error/SE {res.min_snr:.0f}" + ("; above the declared order on this problem" if above else ""),
             data={"ci": list(res.ci), "dts": res.dts.tolist(), "errors": res.errors.tolist(),
                   "errors_se": res.errors_se.tolist(), "n_paths": res.n_paths, "reference": res.reference},
             plot=plot,
@@ -115,7 +118,8 @@ def _order_check(kind: str, problem: str, method: str, backend: str) -> Callable
 for _kind, _problem, _method, _backend, _quick in ORDER_CASES:
     register_check(f"order/{_kind}/{_method}/{_backend}/{_problem}", _order_check(_kind, _problem, _method, _backend),
                    group="order", quick=_quick,
-                   description=f"{_kind} order of {_method} ({_backend}) on {_problem} vs its declared order, ±0.1")
+                   description=f"{_kind} order of {_method} ({_backend}) on {_problem}: at least its declared order "
+                               f"− 0.1")
 
 
 # -- Fokker–Planck residuals of closed forms -------------------------------------------------------------
