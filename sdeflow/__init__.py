@@ -127,6 +127,7 @@ from .solve import (
     supported_methods,
 )
 from .solve.native import NativeSDEMethod  # (a user's own method class for simulate(method=...))
+from .solve.solution import SolveError
 
 __version__ = "0.1.0"
 
@@ -155,7 +156,7 @@ __all__ = [
     "MLPNet", "UNet", "EDMPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided",
     "ConsistencyFunction", "ConsistencyRoles",
     "DenoisingScoreMatching", "EDMLoss", "Trainer", "TrainConfig", "EMA", "load_model", "build_model",
-    "score_error", "nll_gap", "sampler_error", "NativeSDEMethod",
+    "score_error", "nll_gap", "sampler_error", "NativeSDEMethod", "SolveError",
     "consistency", "latent", "ConsistencyFunction", "exact_consistency_function", "sample_consistency",
     "self_consistency_error", "EmpiricalDenoiser", "frechet_distance", "load_digits_split",
     "__version__",
