@@ -596,3 +596,14 @@ def test_edm_loss_with_the_stable_target_has_less_variance_at_large_sigma():
     assert stf.mean() < 0.05 * plain.mean()
     with pytest.raises(ValueError, match="target must be"):
         EDMLoss(target="mean")
+
+
+def test_pseudo_huber_keeps_its_digits_for_large_c():
+    from sdeflow.generative.losses import PseudoHuber
+
+    d = torch.full((3, 4), 1e-3, dtype=torch.float64)
+    for c in (1e3, 1e6):
+        # exact: sqrt(q + c²) − c = q/(2c) − q²/(8c³) + ... with q = 4e-6
+        want = 4e-6 / (2 * c) - (4e-6) ** 2 / (8 * c**3)
+        got = PseudoHuber(c)(d, torch.zeros_like(d))
+        torch.testing.assert_close(got, torch.full((3,), want, dtype=torch.float64), rtol=1e-12, atol=0)

@@ -97,10 +97,11 @@ class PseudoHuber:
 
     def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
         sq = _flat(pred - target).square()
-        c2 = self.c * self.c
-        if self.elementwise:
-            return (torch.sqrt(sq + c2) - self.c).sum(-1)
-        return torch.sqrt(sq.sum(-1) + c2) - self.c
+        if not self.elementwise:
+            sq = sq.sum(-1)
+        # sqrt(q + c²) − c written as q / (sqrt(q + c²) + c): no cancellation when q ≪ c² (large c)
+        out = sq / (torch.sqrt(sq + self.c * self.c) + self.c)
+        return out.sum(-1) if self.elementwise else out
 
 
 def _check_distance(distance: object) -> Distance:
