@@ -94,6 +94,7 @@ from .generative import (
     uniform_sigmas,
     vp_sigmas,
 )
+from .generative.samplers import SamplingError, sample_status
 from .latent import EmpiricalDenoiser, frechet_distance, load_digits_split
 from .sde import (
     EDMSDE,
@@ -156,7 +157,7 @@ __all__ = [
     "MLPNet", "UNet", "EDMPrecond", "SDEPrecond", "ClassifierFreeGuidance", "guided",
     "ConsistencyFunction", "ConsistencyRoles",
     "DenoisingScoreMatching", "EDMLoss", "Trainer", "TrainConfig", "EMA", "load_model", "build_model",
-    "score_error", "nll_gap", "sampler_error", "NativeSDEMethod", "SolveError",
+    "score_error", "nll_gap", "sampler_error", "NativeSDEMethod", "SolveError", "SamplingError", "sample_status",
     "consistency", "latent", "ConsistencyFunction", "exact_consistency_function", "sample_consistency",
     "self_consistency_error", "EmpiricalDenoiser", "frechet_distance", "load_digits_split",
     "__version__",
