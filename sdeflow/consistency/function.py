@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..generative.config import register_model
-from ..generative.precond import _bcast, _check_state, _upcast, _Wrapper, edm_coefficients
+from ..generative.precond import _bcast, _check_state, _sigma_vector, _upcast, _Wrapper, edm_coefficients
 
 __all__ = [
     "PARAMETERIZATIONS",
@@ -239,17 +239,8 @@ def _check_times(t: Tensor, name: str) -> None:
 
 
 def _time_vector(t: object, x: Tensor, name: str = "t") -> Tensor:
-    """``t`` as (B,) in x's dtype/device (checked)."""
-    if isinstance(t, bool) or not isinstance(t, (Tensor, int, float)):
-        raise TypeError(f"{name} must be a number or a tensor of shape ({x.shape[0]},); got {type(t).__name__}.")
-    tv = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if tv.dim() == 0:
-        tv = tv.expand(x.shape[0])
-    elif tv.shape != (x.shape[0],):
-        raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},) (one time per example); "
-                         f"got {tuple(tv.shape)}.")
-    _check_times(tv, name)
-    return tv
+    """``t`` as (B,) in x's dtype/device, checked like every noise level of the package (precond)."""
+    return _sigma_vector(t, x, name)
 
 
 @dataclass(frozen=True)
