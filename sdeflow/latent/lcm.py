@@ -405,7 +405,7 @@ class LatentSpec:
     lcd_batch: int = 256
     lcd_lr: float = 1e-3
     n_points: int = 18
-    skip: int = 2
+    skip: int = 4
     solver: str = "heun"
     w_min: float = 0.0
     w_max: float = 2.0
