@@ -13,8 +13,13 @@ The chain, all from sdeflow's latent groundwork (docs/latent.md) and its trainin
    classifier trained once and cached), against the floor FD(held-out, train), and the class
    accuracy of the conditional samples.
 
-Run ``python examples/latent_digits.py`` (a few minutes on 2 CPU cores) or ``--quick`` (PCA latent, a
-short run; used by tests/test_examples.py — the model is then far from converged).
+Run ``python examples/latent_digits.py`` or ``--quick`` (PCA latent, a short run; used by
+tests/test_examples.py — the model is then far from converged). Measured on one thread of a shared
+2-core machine, default settings: 195 s in all (the teacher's 6,000 steps 132 s); FD floor 2.16,
+autoencoder reconstructions 2.73, samples at w = 1 0.89 against the training images, class accuracy
+100 %. An FD below the floor is no paradox: the floor compares *unseen* real digits with the training
+set, and the autoencoder and the model fit the training set (docs/latent.md) — the FD against the
+held-out images, printed too, is the one to compare across models.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ def main(quick: bool = False, iters: int | None = None, guidance: float = 1.0, n
     out = {"latent": "pca" if quick else "autoencoder", "train_steps": result.steps,
            "train_seconds": result.seconds, "nfe": res.nfe, "images_shape": tuple(images.shape),
            "fd_floor": digits_fd_floor(), "fd_reconstruction": digits_fd(recon),
-           "fd_samples": digits_fd(images), "accuracy": class_accuracy(images, labels),
+           "fd_samples": digits_fd(images), "fd_samples_held_out": digits_fd(images, "held_out"),
+           "accuracy": class_accuracy(images, labels),
            "loss_first": result.history[0]["loss"], "loss_last": result.history[-1]["loss"],
            "seconds": time.perf_counter() - tick}
     if verbose:
@@ -75,7 +81,8 @@ def main(quick: bool = False, iters: int | None = None, guidance: float = 1.0, n
         print(f"Heun, {res.nfe} NFE, guidance w = {guidance}: {n} samples of shape {out['images_shape'][1:]}")
         print(f"FD floor (held-out vs train)   {out['fd_floor']:.2f}")
         print(f"FD of the latent's reconstructions {out['fd_reconstruction']:.2f}")
-        print(f"FD of the samples              {out['fd_samples']:.2f}")
+        print(f"FD of the samples              {out['fd_samples']:.2f} against the training images, "
+              f"{out['fd_samples_held_out']:.2f} against the held-out ones")
         print(f"class accuracy of the samples  {100 * out['accuracy']:.1f} %")
         print(f"total {out['seconds']:.1f} s")
     return out

@@ -78,6 +78,7 @@ def test_latent_digits_example():
     assert out["accuracy"] > 0.8
     # the FD is finite and above the floor of real held-out images (measured 11.9 against 2.16)
     assert out["fd_floor"] < out["fd_samples"] < 100
+    assert 0 < out["fd_samples_held_out"] < 100
 
 
 def test_examples_quick_flag_from_the_command_line():
