@@ -5,6 +5,8 @@
   class accuracy, mean ± std over sampling seeds.
 * :mod:`sdeflow.latent.autoencoder` — latent spaces: :class:`PCALatent` and :class:`Autoencoder`.
 * :mod:`sdeflow.latent.empirical` — :class:`EmpiricalDenoiser`, the exact denoiser of the training set.
+* :mod:`sdeflow.latent.lcm` — latent consistency models: a guided latent teacher, latent consistency
+  distillation with the guidance scale as a student input and a skipping step, one-checkpoint models.
 
 docs/latent.md describes all of them.
 """
@@ -12,6 +14,19 @@ docs/latent.md describes all of them.
 from .autoencoder import Autoencoder, PCALatent, ReconstructionLoss, latent_scale, save_latent, train_autoencoder
 from .data import DIGITS_CLASSES, DIGITS_SCALES, DIGITS_SHAPE, DigitsSplit, from_pixels, load_digits_split, to_pixels
 from .empirical import EmpiricalDenoiser
+from .lcm import (
+    LatentConsistencyDistillation,
+    LatentConsistencyModel,
+    LatentDiffusionModel,
+    LatentPipeline,
+    LatentSpec,
+    distill_latent,
+    evaluate_latent,
+    evaluate_pipeline,
+    guided_teacher,
+    train_latent_pipeline,
+    train_latent_teacher,
+)
 from .metrics import (
     DEFAULT_CLASSIFIER,
     ClassificationLoss,
@@ -38,4 +53,7 @@ __all__ = [
     "DigitsClassifier", "ClassifierSpec", "ClassificationLoss", "DEFAULT_CLASSIFIER", "digits_classifier",
     "cache_folder", "FeatureStats", "feature_stats", "frechet_distance", "digits_features", "digits_fd",
     "digits_fd_floor", "class_accuracy", "digits_metrics", "SeedStat", "over_seeds",
+    "LatentSpec", "LatentConsistencyDistillation", "LatentConsistencyModel", "LatentDiffusionModel", "LatentPipeline",
+    "guided_teacher", "train_latent_teacher", "distill_latent", "train_latent_pipeline", "evaluate_latent",
+    "evaluate_pipeline",
 ]
