@@ -420,19 +420,11 @@ CASES: list[tuple[str, Callable[[], object], tuple[str, ...], object]] = [
     ("load_model device foo", lambda: sf.load_model("/nonexistent/ckpt", device="foo"), ("device",), None),
 ]
 
-# Cases in the solvers' area (issue 13's other half) that still fail when this suite was written:
-# strict xfails, so the suite goes red the moment they are fixed and the mark must go.
-SOLVER_XFAIL: dict[str, str] = {
-    "reverse_sde T inf": "reverse_sde(VPSDE(), score, T=inf) is accepted (probability_flow refuses T=nan; "
-                         "reverse_sde should check T and eps the same way).",
-    "log_likelihood x NaN": "log_likelihood(sde, score, x) with NaN in x returns NaN log-likelihoods without an "
-                            "error or a status flagging them (refuse non-finite x, naming x).",
-}
+# Cases that still fail (strict xfails, so the suite goes red the moment they are fixed and the mark must go):
+# none left.
+SOLVER_XFAIL: dict[str, str] = {}
 # The same for the consistency module (not the solvers' area: its own author's).
-CONSISTENCY_XFAIL: dict[str, str] = {
-    "ConsistencyFunction x NaN": "ConsistencyFunction(net)(x, t) with NaN in x returns NaN silently (refuse "
-                                 "non-finite x naming x, or leave it to the samplers' status and document it).",
-}
+CONSISTENCY_XFAIL: dict[str, str] = {}
 
 
 def _params():

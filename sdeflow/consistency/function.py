@@ -215,6 +215,9 @@ class ConsistencyFunction(_Wrapper):
                 extra: Tensor | None = None) -> Tensor:
         """``f(x, t)`` for ``x`` (B, *event) and ``t`` (B,) or a scalar; returns ``x``'s shape and dtype."""
         x = _check_state(x)
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite: a consistency function maps finite states (check the sampler's "
+                             "per-sample status, SampleResult.status, for the sample that diverged).")
         tv = _time_vector(t, x)
         c_skip, c_out, c_in, c_noise = consistency_coefficients(tv, self.sigma_data, self.eps, self.parameterization)
         out = self.net(_bcast(c_in, x) * x, c_noise, class_labels=class_labels, extra=extra)

@@ -124,6 +124,9 @@ def log_likelihood(
         gradient flows to the score's parameters.
     """
     x = check_state(x, "x")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite: the log-likelihood of a NaN or infinite point is undefined; drop or "
+                         "fix those rows (torch.isfinite(x).flatten(1).all(1) selects the finite ones).")
     if isinstance(sde, DiffusionSDE):
         eps = sde.eps if eps is None else eps
         T = sde.T if T is None else T

@@ -10,6 +10,7 @@ increasing ones (``[eps, T]``) to encode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -43,6 +44,9 @@ def _times(sde: SDE, T: float | None, eps: float | None) -> tuple[float | None, 
     if isinstance(sde, DiffusionSDE):
         T = sde.T if T is None else T
         eps = sde.eps if eps is None else eps
+    for name, v in (("T", T), ("eps", eps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"{name} must be a finite number (the converted equation's time interval); got {v!r}.")
     if T is not None and eps is not None and not 0 <= eps < T:
         raise ValueError(f"need 0 <= eps < T; got eps={eps}, T={T}.")
     return (None if T is None else float(T)), (None if eps is None else float(eps))
