@@ -97,6 +97,24 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every ``train`` kind on toy data shares: budget, output, device, seed, resume, evaluation."""
+    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="stop training after this many seconds (resumable, not bitwise reproducible)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
+                   help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
+                   help="samples for the final evaluation (default 20000)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads, set once (default: docs/performance.md)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..generative.recipes import SCORE_SDES, TOY_DATASETS
 
@@ -110,20 +128,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--iters", type=_positive_int, default=20_000, help="optimiser steps (default 20000)")
     s.add_argument("--batch", type=_positive_int, default=1024, help="batch size (default 1024)")
     s.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
-    s.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop training after this many seconds (resumable, not bitwise reproducible)")
-    s.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
-    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    s.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
-    s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    s.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
-                   help="steps between checkpoints (0: only at the end)")
-    s.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
-                   help="samples for the final evaluation (default 20000)")
-    s.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads, set once (default: docs/performance.md)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
+    _add_run_options(s)
     s.set_defaults(run=run_score)
     _add_consistency_parser(kinds, TOY_DATASETS)
     _add_latent_parser(kinds)
@@ -159,20 +164,7 @@ def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -
     c.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: the recipe's)")
     c.add_argument("--solver", choices=list(TEACHER_SOLVERS), default="heun", help="CD teacher step (default heun)")
     c.add_argument("--n-points", type=_positive_int, default=None, metavar="N", help="CD grid size N")
-    c.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop training after this many seconds (resumable, not bitwise reproducible)")
-    c.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created)")
-    c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    c.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
-    c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    c.add_argument("--checkpoint-every", type=_nonnegative_int, default=2000, metavar="N",
-                   help="steps between checkpoints (0: only at the end)")
-    c.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
-                   help="samples for the final evaluation (default 20000)")
-    c.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads, set once (default: docs/performance.md)")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
+    _add_run_options(c)
     c.add_argument("--log-consistency", action="store_true",
                    help="log the self-consistency error vs f* ten times during training (mixture data)")
     c.set_defaults(run=run_consistency)
