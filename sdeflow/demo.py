@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write
+from .plots import save_figure
 
 __all__ = ["Check", "DemoReport", "run_demo"]
 
@@ -96,8 +97,7 @@ def _plt():  # noqa: ANN202
 
 
 def _save(fig, path: Path) -> None:  # noqa: ANN001
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    _plt().close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # -- step 1 -------------------------------------------------------------------------------------------------

@@ -10,7 +10,16 @@ from torch import Tensor
 
 from .io import atomic_write
 
-__all__ = ["save_samples_png"]
+__all__ = ["save_samples_png", "save_figure"]
+
+
+def save_figure(fig: object, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as a PNG atomically (temporary file, fsync, rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    plt.close(fig)
+    return out
 
 
 def save_samples_png(x: Tensor, path: str | Path, *, title: str = "", max_points: int = 20_000,
@@ -58,6 +67,4 @@ def save_samples_png(x: Tensor, path: str | Path, *, title: str = "", max_points
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

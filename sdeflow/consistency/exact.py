@@ -28,7 +28,6 @@ from .._checks import make_generator
 from ..generative.evaluation import model_dtype
 from ..generative.mixture import GaussianMixture
 from ..generative.schedules import karras_sigmas
-from ..io import atomic_write
 from ..sde._gaussian import DiffusionSDE
 from ..solve import solve_ode
 
@@ -346,9 +345,9 @@ class SelfConsistencyError:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-        plt.close(fig)
-        return out
+        from ..plots import save_figure
+
+        return save_figure(fig, path)
 
 
 def _stamp(obj: object) -> tuple:

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from .._checks import make_generator
-from ..io import atomic_write
 from .metrics import mixture_sample_quality, pathwise_rms
 from .mixture import GaussianMixture
 
@@ -97,9 +96,9 @@ class ScoreError:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-        plt.close(fig)
-        return out
+        from ..plots import save_figure
+
+        return save_figure(fig, path)
 
 
 def score_error(
