@@ -30,7 +30,7 @@ import torch
 from .io import atomic_write
 from .plots import save_figure
 
-__all__ = ["Check", "DemoReport", "run_demo"]
+__all__ = ["Check", "DemoReport", "run_demo", "check_demo_device"]
 
 F64 = torch.float64
 
@@ -101,7 +101,7 @@ def _save(fig, path: Path) -> None:  # noqa: ANN001
 
 
 # -- step 1 -------------------------------------------------------------------------------------------------
-def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: bool) -> None:
+def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: bool, device: torch.device) -> None:
     from .conversion.probability_flow import probability_flow
     from .fokker_planck import Grid2D, fokker_planck_residual, solve_fokker_planck
     from .generative.metrics import mixture_sample_quality
@@ -114,16 +114,17 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     say("[1] forward SDE: 8 gaussians under the VP SDE (β 0.1 → 20)")
     gm, sde = eight_gaussians(), VPSDE()
     n = 4000 if quick else 20_000
-    x0 = gm.sample(n, generator=seed, dtype=F64)
+    x0 = gm.sample(n, generator=seed, dtype=F64)  # drawn on the CPU: the same start on every device
     ts = [0.0, 0.2, 0.5, 1.0]
     dt = 4e-3 if quick else 1e-3
-    sol = simulate(sde, x0, ts, dt=dt, generator=seed + 1, progress=progress)
-    say(f"    simulated {n} paths, Euler–Maruyama, dt {dt:g}, {sol.stats.wall_time:.2f} s")
+    sol = simulate(VPSDE().to(device), x0.to(device), ts, dt=dt, generator=seed + 1, progress=progress)
+    xs = sol.xs.cpu()  # the checks run on the CPU in float64
+    say(f"    simulated {n} paths on {device}, Euler–Maruyama, dt {dt:g}, {sol.stats.wall_time:.2f} s")
     worst_p, worst_excess, worst_dnll = 1.0, -math.inf, 0.0
     for k, t in enumerate(ts[1:], start=1):
         exact = sde.sample_marginal(gm.sample(n, generator=seed + 10 + k, dtype=F64), t, generator=seed + 20 + k)
-        _, p = energy_test(sol.xs[k], exact, generator=seed + k, max_points=1500)
-        q = mixture_sample_quality(gm, sol.xs[k], t=t, sde=sde, generator=seed + 30 + k)
+        _, p = energy_test(xs[k], exact, generator=seed + k, max_points=1500)
+        q = mixture_sample_quality(gm, xs[k], t=t, sde=sde, generator=seed + 30 + k)
         worst_p = min(worst_p, p)
         # 4 standard errors of the Monte Carlo ΔNLL, plus 0.02 nats for Euler–Maruyama's O(dt) bias
         excess = abs(q.delta_nll) - (4 * q.delta_nll_se + 0.02)
@@ -145,7 +146,7 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
         return lambda x: torch.exp(gm.log_prob(x.to(F64), torch.tensor(t, dtype=F64), sde))
 
     tick = time.perf_counter()
-    fp = solve_fokker_planck(sde, density(t_fp[0]), grid, t_fp)
+    fp = solve_fokker_planck(sde, density(t_fp[0]), grid, t_fp, device=device)
     fp_s = time.perf_counter() - tick
     exact_p = [torch.as_tensor(grid.cell_average(density(t))) for t in t_fp]
     l1 = max(float(grid.l1(fp.p[k].cpu(), exact_p[k])) for k in range(1, len(t_fp)))
@@ -191,7 +192,7 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
 
 
 # -- step 2 -------------------------------------------------------------------------------------------------
-def _samplers(out: Path, seed: int, quick: bool, say: _Printer) -> None:
+def _samplers(out: Path, seed: int, quick: bool, say: _Printer, device: torch.device) -> None:
     from .generative.metrics import mixture_sample_quality, pathwise_rms
     from .generative.samplers import SAMPLERS
     from .generative.schedules import karras_sigmas
@@ -199,10 +200,10 @@ def _samplers(out: Path, seed: int, quick: bool, say: _Printer) -> None:
 
     say("[2] probability-flow ODE: samplers with the exact denoiser of 8 gaussians (EDM SDE, σ 80 → 0.002)")
     gm = eight_gaussians()
-    den = gm.as_denoiser()
+    den = eight_gaussians().to(device).as_denoiser()  # the exact denoiser, computed where the samplers run
     n = 2000 if quick else 20_000
-    x_T = 80.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    ref = SAMPLERS["heun"](den, x_T, karras_sigmas(400 if quick else 1000, 0.002, 80.0)).x
+    x_T = (80.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)).to(device)
+    ref = SAMPLERS["heun"](den, x_T, karras_sigmas(400 if quick else 1000, 0.002, 80.0)).x.cpu()
     plan = {"euler": [8, 16, 32, 64], "heun": [4, 8, 16, 32], "dpmpp_2m": [4, 8, 16, 32]}
     if quick:
         plan = {k: v[1:] for k, v in plan.items()}
@@ -211,9 +212,10 @@ def _samplers(out: Path, seed: int, quick: bool, say: _Printer) -> None:
     for name, steps in plan.items():
         for k in steps:
             res = SAMPLERS[name](den, x_T, karras_sigmas(k, 0.002, 80.0))
-            q = mixture_sample_quality(gm, res.x)
-            rows.setdefault(name, []).append((res.nfe, pathwise_rms(res.x, ref), q.delta_nll))
-            samples[(name, res.nfe)] = res.x[:3000]
+            x = res.x.cpu()
+            q = mixture_sample_quality(gm, x)
+            rows.setdefault(name, []).append((res.nfe, pathwise_rms(x, ref), q.delta_nll))
+            samples[(name, res.nfe)] = x[:3000]
     for name, r in rows.items():
         say("    " + name + ": " + ", ".join(f"NFE {nfe}: pathwise {e:.2e}, ΔNLL {d:+.3f}" for nfe, e, d in r))
 
@@ -258,7 +260,7 @@ def _samplers(out: Path, seed: int, quick: bool, say: _Printer) -> None:
 
 
 # -- step 3 -------------------------------------------------------------------------------------------------
-def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: bool) -> None:
+def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: bool, device: torch.device) -> None:
     from .consistency import exact_consistency_function, sample_consistency, self_consistency_error
     from .consistency.recipes import consistency_recipe
     from .generative.metrics import mixture_sample_quality, pathwise_rms
@@ -267,10 +269,11 @@ def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     say("[3] consistency distillation with the exact teacher (8 gaussians, EDM PF-ODE, Heun teacher step)")
     if quick:  # a fixed small run (deterministic), not a time budget
         recipe = consistency_recipe("cd", "gmm8", teacher="exact", iters=300, batch_size=256, seed=seed,
-                                    network={"hidden": 128, "depth": 2}, progress=progress)
+                                    network={"hidden": 128, "depth": 2}, progress=progress,
+                                    device=str(device))
     else:
         recipe = consistency_recipe("cd", "gmm8", teacher="exact", iters=6000, seed=seed, time_budget=150.0,
-                                    progress=progress)
+                                    progress=progress, device=str(device))
     gm = recipe.mixture
     n_sc = 128 if quick else 512
     before = self_consistency_error(recipe.model, mixture=gm, n=n_sc, generator=seed)
@@ -281,9 +284,10 @@ def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     target = fstar(x_T[:m], torch.full((m,), 80.0, dtype=F64))
 
     def measure(model: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
-        dtype = next(model.parameters()).dtype
-        one = sample_consistency(model, x_T.to(dtype), [80.0]).x.to(F64)
-        two = sample_consistency(model, x_T.to(dtype), [80.0, 0.8], generator=seed + 1).x.to(F64)
+        p = next(model.parameters())
+        x = x_T.to(device=p.device, dtype=p.dtype)
+        one = sample_consistency(model, x, [80.0]).x.to(device="cpu", dtype=F64)
+        two = sample_consistency(model, x, [80.0, 0.8], generator=seed + 1).x.to(device="cpu", dtype=F64)
         d1, d2 = mixture_sample_quality(gm, one).delta_nll, mixture_sample_quality(gm, two).delta_nll
         return one, two, d1, d2, pathwise_rms(one[:m], target)
 
@@ -340,8 +344,15 @@ def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
 
 # -- the driver -----------------------------------------------------------------------------------------------
 def run_demo(out: str | Path = "sdeflow-demo", *, seed: int = 0, quick: bool = False, full: bool = False,
-             verbose: bool = True, progress: bool = False) -> DemoReport:
-    """Run the demo's steps, write ``out/report.md`` and the figures; returns the :class:`DemoReport`."""
+             verbose: bool = True, progress: bool = False, device: str | torch.device = "cpu") -> DemoReport:
+    """Run the demo's steps, write ``out/report.md`` and the figures; returns the :class:`DemoReport`.
+
+    ``device``: where the simulations, the samplers, the grid Fokker–Planck solver and the consistency
+    training run (``"cuda"`` on a GPU); starting points are drawn on the CPU and every check is computed
+    there in float64, so the references are the same on every device. The latent step (``full``) trains
+    12-dimensional models on the CPU whatever ``device`` is.
+    """
+    dev = check_demo_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder; choose another --out.")
@@ -349,9 +360,9 @@ def run_demo(out: str | Path = "sdeflow-demo", *, seed: int = 0, quick: bool = F
     report = DemoReport(out=out)
     say = _Printer(report, verbose)
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("forward SDE", lambda: _forward_sde(out, seed, quick, say, progress)),
-        ("PF-ODE samplers", lambda: _samplers(out, seed, quick, say)),
-        ("consistency model", lambda: _consistency(out, seed, quick, say, progress)),
+        ("forward SDE", lambda: _forward_sde(out, seed, quick, say, progress, dev)),
+        ("PF-ODE samplers", lambda: _samplers(out, seed, quick, say, dev)),
+        ("consistency model", lambda: _consistency(out, seed, quick, say, progress, dev)),
     ]
     if full:
         steps.append(("latent digits", lambda: _latent(out, seed, quick, say, progress)))
@@ -362,8 +373,22 @@ def run_demo(out: str | Path = "sdeflow-demo", *, seed: int = 0, quick: bool = F
         report.seconds[name] = time.perf_counter() - tick
         say(f"    ({report.seconds[name]:.1f} s)")
     report.seconds["total"] = time.perf_counter() - total
-    _write_report(report, seed, quick, full)
+    _write_report(report, seed, quick, full, dev)
     return report
+
+
+def check_demo_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` the demo can use; a clear error for a missing GPU or a typo."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: this torch build sees no CUDA GPU "
+                         f"(torch.cuda.is_available() is False); use --device cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r}: the demo runs on 'cpu' or 'cuda'.")
+    return dev
 
 
 def _latent(out: Path, seed: int, quick: bool, say: _Printer, progress: bool) -> None:
@@ -374,11 +399,12 @@ def _latent(out: Path, seed: int, quick: bool, say: _Printer, progress: bool) ->
     latent_demo_step(out, seed=seed, quick=quick, say=say, progress=progress)
 
 
-def _write_report(report: DemoReport, seed: int, quick: bool, full: bool) -> None:
+def _write_report(report: DemoReport, seed: int, quick: bool, full: bool, device: torch.device) -> None:
     lines = [
         "# sdeflow demo report",
         "",
-        f"Settings: seed {seed}{', --quick' if quick else ''}{', --full' if full else ''}; torch {torch.__version__}, "
+        f"Settings: seed {seed}{', --quick' if quick else ''}{', --full' if full else ''}, device {device}; "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {report.seconds.get('total', 0):.0f} s in all "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in report.seconds.items() if k != 'total')}).",
         "",

@@ -24,3 +24,34 @@ def test_demo_refuses_a_file_as_out(tmp_path, capsys):
     f.write_text("x")
     assert main(["demo", "--quick", "--out", str(f)]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_unusable_device_naming_the_option(tmp_path, capsys):
+    import torch
+
+    bad = ["--device", "gpu0"] if torch.cuda.is_available() else ["--device", "cuda"]
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "cpu" in err
+    assert not (tmp_path / "d").exists()  # refused before anything is written
+
+
+def test_check_demo_device():
+    import torch
+
+    from sdeflow.demo import check_demo_device
+
+    assert check_demo_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        check_demo_device("gpu0")
+    with pytest.raises(ValueError, match="runs on 'cpu' or 'cuda'"):
+        check_demo_device("meta")
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_demo_quick_on_cuda_passes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--device", "cuda", "--out", str(out)]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+    assert "device cuda" in (out / "report.md").read_text()

@@ -59,3 +59,40 @@ def test_sampler_error_from_the_same_x_T(gm):
         sampler_error(den, gm, sampler="nope")
     with pytest.raises(ValueError, match="sigmas must be"):
         score_error(den, gm, sigmas=[0.0])
+
+
+def test_call_model_runs_in_the_models_dtype_and_returns_in_the_callers():
+    from sdeflow.generative.evaluation import call_model, model_device
+
+    seen = {}
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x, sigma, class_labels=None):
+            seen.update(x=x.dtype, sigma=sigma.dtype, labels=class_labels.dtype, grad=torch.is_grad_enabled())
+            return self.w * x + sigma[:, None]
+
+    net = Net()
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    out = call_model(net, x, torch.ones(4, dtype=torch.float64), {"class_labels": torch.arange(4)})
+    assert out.dtype == torch.float64 and out.device == x.device and not out.requires_grad
+    assert seen == {"x": torch.float32, "sigma": torch.float32, "labels": torch.int64, "grad": False}
+    assert model_device(net) == torch.device("cpu") and model_device(lambda x, s: x) == torch.device("cpu")
+    # grad=True keeps the graph through the dtype moves (the log-likelihood's divergence needs it)
+    out = call_model(net, x, torch.ones(4, dtype=torch.float64), {"class_labels": torch.arange(4)}, grad=True)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(g, torch.full_like(g, 2.0))
+    with pytest.raises(ValueError, match="must return a tensor"):
+        call_model(lambda x, s: None, x, torch.ones(4))
+
+
+@pytest.mark.cuda
+def test_evaluation_of_a_cuda_model_against_the_cpu_references(gm):
+    net = sf.EDMPrecond(sf.MLPNet(2, hidden=32, depth=1), sigma_data=2.8).cuda()
+    se = sampler_error(net, gm, steps=6, n=256)
+    assert math.isfinite(se.delta_nll) and math.isfinite(se.pathwise)
+    assert all(math.isfinite(r["rms"]) for r in score_error(net, gm, n=64).rows())
+    assert math.isfinite(nll_gap(net, gm, n=16).gap)

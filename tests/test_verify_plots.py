@@ -74,3 +74,31 @@ def test_order_plot_labels_each_step_and_no_minor_ticks(monkeypatch, tmp_path):
     assert ax.get_xlabel() and ax.get_ylabel()
     monkeypatch.undo()
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["samplers/order/heun", "pf_ode/samples_delta_nll"])
+def test_sampler_and_pf_ode_checks_write_a_labelled_figure(name, monkeypatch, tmp_path):
+    from sdeflow.generative import checks as gen_checks
+
+    (check,) = [c for c in registered_checks(quick=True) if c.name == name]
+    figures = []
+
+    def keep(fig, path: Path) -> Path:
+        figures.append((fig, path))
+        return path
+
+    monkeypatch.setattr(gen_checks, "_save", keep)
+    outcome = check.fn(SuiteContext(quick=True))
+    assert outcome.plot is not None
+    paths = outcome.plot(tmp_path)
+    assert len(figures) == 1 and paths == [figures[0][1]] and paths[0].suffix == ".png"
+    fig = figures[0][0]
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
+    if name.startswith("samplers/order/"):
+        (ax,) = fig.axes
+        assert not [t for t in ax.xaxis.get_minorticklabels() if t.get_text()]  # no overlapping minor labels
+        assert [round(v) for v in ax.get_xticks()] == outcome.data["steps"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -19,15 +19,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute (thresholds relaxed)")
     p.add_argument("--full", action="store_true", help="add the latent digits model")
+    p.add_argument("--device", default="cpu", help="where simulations, samplers and training run: cpu or cuda "
+                   "(default cpu; the checks are computed on the CPU in float64 either way)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--progress", action="store_true", help="progress bars for the long steps")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import check_demo_device, run_demo
 
     out = Path(args.out)
+    try:
+        device = check_demo_device(args.device)
+    except ValueError as err:
+        print(f"sdeflow demo: error: --device: {err}", file=sys.stderr)
+        return 2
     if out.exists() and not out.is_dir():
         print(f"sdeflow demo: error: --out {args.out!r} exists and is not a folder", file=sys.stderr)
         return 2
@@ -37,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"sdeflow demo: {torch.get_num_threads()} threads, load average {load:.2f}; report in {out}/")
+    print(f"sdeflow demo: device {device}, {torch.get_num_threads()} threads, load average {load:.2f}; "
+          f"report in {out}/")
     try:
-        report = run_demo(out, seed=args.seed, quick=args.quick, full=args.full, progress=args.progress)
+        report = run_demo(out, seed=args.seed, quick=args.quick, full=args.full, progress=args.progress,
+                          device=device)
     except KeyboardInterrupt:
         print("sdeflow demo: interrupted", file=sys.stderr)
         return 130

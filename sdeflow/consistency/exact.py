@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .._cache import object_cache
 from .._checks import make_generator
-from ..generative.evaluation import model_dtype
+from ..generative.evaluation import call_model, model_dtype
 from ..generative.mixture import GaussianMixture
 from ..generative.schedules import karras_sigmas
 from ..sde._gaussian import DiffusionSDE
@@ -221,12 +221,10 @@ def gaussian_consistency_function(mean: object, cov: object, eps: float = 0.002)
 
 # -- trajectories ---------------------------------------------------------------------------------------
 def _call_denoiser(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, kwargs: Mapping[str, object]) -> Tensor:
-    dtype = model_dtype(model, x.dtype)
-    with torch.no_grad():
-        out = model(x.to(dtype), sigma.to(dtype), **kwargs)
-    if not isinstance(out, Tensor) or out.shape != x.shape:
+    out = call_model(model, x, sigma, kwargs)
+    if out.shape != x.shape:
         raise ValueError(f"the denoiser must return a tensor of x's shape {tuple(x.shape)}.")
-    return out.to(x.dtype)
+    return out
 
 
 def pf_ode_trajectory(denoiser: Callable[..., Tensor], x_T: Tensor, sigmas: Sequence[float] | Tensor, *,  # noqa: N803
@@ -458,13 +456,12 @@ def self_consistency_error(
     traj, star = hit
     outs = []
     dtype = model_dtype(f, torch.float64)
-    with torch.no_grad():
-        for i, s in enumerate(grid.tolist()):
-            out = f(traj[i].to(dtype), torch.full((n,), s, dtype=dtype), **kwargs)
-            if not isinstance(out, Tensor) or out.shape != traj[i].shape:
-                raise ValueError(f"f returned {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} "
-                                 f"for x of shape {tuple(traj[i].shape)}; it must return x's shape.")
-            outs.append(out.to(torch.float64))
+    for i, s in enumerate(grid.tolist()):
+        out = call_model(f, traj[i].to(dtype).to(torch.float64), torch.full((n,), s, dtype=torch.float64), kwargs)
+        if out.shape != traj[i].shape:
+            raise ValueError(f"f returned {tuple(out.shape)} for x of shape {tuple(traj[i].shape)}; it must "
+                             f"return x's shape.")
+        outs.append(out)
     fx = torch.stack(outs)  # (N, n, *event)
 
     def rms(a: Tensor, b: Tensor) -> Tensor:

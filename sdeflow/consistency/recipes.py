@@ -260,12 +260,13 @@ def self_consistency_callback(mixture: GaussianMixture, *, n: int = 256, weights
 
 def _samples(model: Callable[..., Tensor], x_T: Tensor, taus: list[float], seed: int) -> Tensor:
     """``sample_consistency`` from ``x_T`` in the model's dtype; float64 result."""
-    from ..generative.evaluation import model_dtype
+    from ..generative.evaluation import model_device, model_dtype
     from .sampling import sample_consistency
 
     dtype = model_dtype(model, torch.float32)
-    res = sample_consistency(model, x_T.to(dtype), taus, generator=seed + 1, eps=_EPS)
-    return res.x.to(torch.float64)
+    res = sample_consistency(model, x_T.to(device=model_device(model), dtype=dtype), taus, generator=seed + 1,
+                             eps=_EPS)
+    return res.x.to(device="cpu", dtype=torch.float64)
 
 
 def default_taus(model: Callable[..., Tensor], data: str, *, seed: int = 0, n: int = 4096) -> list[float]:

@@ -207,17 +207,16 @@ def search_taus(
             raise ValueError("pass event_shape= (f has no example_inputs to tell the state's shape).")
         (x1, *_), _ = make(1)
         shape = tuple(x1.shape[1:])
-    dtype = torch.float64
-    params = getattr(f, "parameters", None)
-    if callable(params):
-        dtype = next((p.dtype for p in params() if p.is_floating_point()), torch.float64)
+    from ..generative.evaluation import model_device, model_dtype
+
+    dtype, device = model_dtype(f, torch.float64), model_device(f)
     gen = make_generator(generator, torch.device("cpu"))
-    x_T = t_max * torch.randn((n, *shape), generator=gen, dtype=dtype)  # noqa: N806
+    x_T = (t_max * torch.randn((n, *shape), generator=gen, dtype=dtype)).to(device)  # noqa: N806
     history: list[tuple[list[float], float]] = []
 
     def evaluate(taus: list[float]) -> float:
         out = sample_consistency(f, x_T, taus, generator=generator + 1, model_kwargs=model_kwargs, eps=eps)
-        val = float(metric(out.x))
+        val = float(metric(out.x.cpu()))
         val = val if math.isfinite(val) else math.inf
         history.append((list(taus), val))
         return val
@@ -250,9 +249,9 @@ def search_taus(
     result = TauSearch(taus=taus, value=best, one_step_value=one_step, history=history, evaluations=len(history))
     if mixture is not None:
         fresh = t_max * torch.randn((n, *shape), generator=make_generator(generator + 2, torch.device("cpu")),
-                                    dtype=dtype)
+                                    dtype=dtype).to(device)
         out = sample_consistency(f, fresh, taus, generator=generator + 3, model_kwargs=model_kwargs, eps=eps)
-        q = mixture_sample_quality(mixture, out.x, t=eps if eps > 0 else None,
+        q = mixture_sample_quality(mixture, out.x.cpu(), t=eps if eps > 0 else None,
                                    sde=EDMSDE(T=t_max, eps=eps) if eps > 0 else None)
         result.delta_nll, result.delta_nll_se = q.delta_nll, q.delta_nll_se
     return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -88,6 +89,41 @@ def _fokker_planck(which: str) -> Callable[[SuiteContext], CheckOutcome]:
     return run
 
 
+def _save(fig: object, path: Path) -> Path:
+    from ..plots import save_figure
+
+    return save_figure(fig, path, dpi=100)
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _samples_plot(name: str, gm: GaussianMixture, x: Tensor, title: str, seed: int) -> Callable[[Path], list[Path]]:
+    """A figure writer: the check's samples beside exact mixture samples (the first 4,000 of each)."""
+    pts = x[:4000].detach().to("cpu", _F64)
+    ref = gm.to("cpu").sample(pts.shape[0], generator=seed, dtype=_F64)
+
+    def plot(folder: Path) -> list[Path]:
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+        for ax, data, label in ((axes[0], ref, "exact mixture samples"), (axes[1], pts, title)):
+            ax.scatter(data[:, 0], data[:, 1], s=0.8, alpha=0.4, linewidths=0)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("x₁")
+            ax.set_ylabel("x₂")
+            ax.set_aspect("equal")
+        fig.tight_layout()
+        return [_save(fig, folder / f"{name}.png")]
+
+    return plot
+
+
 def _quality_outcome(q, what: str) -> CheckOutcome:  # noqa: ANN001
     tol = 3 * q.delta_nll_se + 0.02
     return CheckOutcome(measured=q.delta_nll, expected=0.0, tolerance=tol, comparison="abs",
@@ -105,6 +141,8 @@ def _samples_pf_ode(ctx: SuiteContext) -> CheckOutcome:
     sol = solve_ode(probability_flow(vp, gm.score_fn(vp)), x_T, [vp.T, vp.eps], rtol=1e-6, atol=1e-6)
     q = mixture_sample_quality(gm, sol.final, t=vp.eps, sde=vp, generator=ctx.seed + 12)
     out = _quality_outcome(q, f"VP PF-ODE (dopri5, {sol.stats.nfe} NFE) from the prior with the exact score")
+    out.plot = _samples_plot("pf_ode_samples", gm, sol.final, f"PF-ODE samples (ΔNLL {q.delta_nll:+.3f})",
+                             ctx.seed + 13)
     if not q.modes_ok(4.0):
         out.measured = math.inf
     return out
@@ -119,6 +157,8 @@ def _samples_reverse_sde(ctx: SuiteContext) -> CheckOutcome:
                    save="final")
     q = mixture_sample_quality(gm, sol.final, t=vp.eps, sde=vp, generator=ctx.seed + 23)
     out = _quality_outcome(q, "VP reverse SDE (Euler–Maruyama, 500 steps) with the exact score")
+    out.plot = _samples_plot("reverse_sde_samples", gm, sol.final,
+                             f"reverse-SDE samples (ΔNLL {q.delta_nll:+.3f})", ctx.seed + 24)
     if not q.modes_ok(4.0):
         out.measured = math.inf
     return out
@@ -166,9 +206,31 @@ def _order(name: str) -> Callable[[SuiteContext], CheckOutcome]:
         ns = [20, 40, 80]
         errs = [pathwise_rms(SAMPLERS[name](den, x_T, log_snr_sigmas(n, 0.002, 80.0)).x, ref) for n in ns]
         slope = math.log(errs[0] / errs[-1]) / math.log(ns[-1] / ns[0])
-        return CheckOutcome(measured=slope, expected=SAMPLER_ORDERS[name], tolerance=0.25, comparison="abs",
+        declared = SAMPLER_ORDERS[name]
+
+        def plot(folder: Path) -> list[Path]:
+            from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+            plt = _pyplot()
+            fig, ax = plt.subplots(figsize=(5, 4))
+            ax.loglog(ns, errs, "o-", label=f"measured, slope {slope:.2f}")
+            ax.loglog(ns, [errs[-1] * (ns[-1] / n) ** declared for n in ns], "k--",
+                      label=f"slope {declared:g} (declared)")
+            ax.xaxis.set_major_locator(FixedLocator(ns))  # one decade or less: label the measured steps only
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("steps (log-SNR grid, σ 80 → 0.002)")
+            ax.set_ylabel("pathwise RMS error to the dopri5 reference")
+            ax.set_title(f"{name}: order {slope:.2f}, declared {declared:g}", fontsize=9)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            return [_save(fig, folder / f"samplers_order_{name}.png")]
+
+        return CheckOutcome(measured=slope, expected=declared, tolerance=0.25, comparison="abs",
                             detail="pathwise error vs steps (20, 40, 80) on a log-SNR grid, σ 80 → 0.002 → 0",
-                            data={"steps": ns, "errors": errs})
+                            data={"steps": ns, "errors": errs}, plot=plot)
 
     return run
 

@@ -30,7 +30,7 @@ from .metrics import mixture_sample_quality, pathwise_rms
 from .mixture import GaussianMixture
 
 __all__ = ["ScoreError", "score_error", "nll_gap", "NLLGap", "sampler_error", "SamplerError",
-           "DEFAULT_SIGMAS", "model_dtype"]
+           "DEFAULT_SIGMAS", "model_dtype", "model_device", "call_model"]
 
 #: Noise levels of the default score-error table (EDM's range, σ_min = 0.002 to σ_max = 80).
 DEFAULT_SIGMAS: tuple[float, ...] = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
@@ -46,11 +46,44 @@ def model_dtype(model: object, default: torch.dtype = torch.float64) -> torch.dt
     return default
 
 
-def _call(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, kwargs: Mapping[str, object]) -> Tensor:
+def model_device(model: object, default: torch.device | str = "cpu") -> torch.device:
+    """The device of ``model``'s first parameter or buffer (``default`` for plain functions)."""
+    for attr in ("parameters", "buffers"):
+        items = getattr(model, attr, None)
+        if callable(items):
+            for p in items():
+                return p.device
+    return torch.device(default)
+
+
+def call_model(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, model_kwargs: Mapping[str, object] | None = None,
+               *, grad: bool = False) -> Tensor:
+    """``model(x, σ, **model_kwargs)`` on the model's own device and dtype, returned in ``x``'s.
+
+    The one place the evaluation tools cross from the reference computations (float64, on the CPU) to a
+    network (float32 or bf16, on any device): ``x``, ``σ`` and tensor-valued ``model_kwargs`` (class labels)
+    move to :func:`model_device` (floating ones to :func:`model_dtype`), the output comes back to ``x``'s
+    device and dtype. Without gradients unless ``grad=True`` (the log-likelihood's divergence needs them;
+    the moves are differentiable).
+    """
     dtype = model_dtype(model, x.dtype)
-    with torch.no_grad():
-        out = model(x.to(dtype), sigma.to(dtype), **kwargs)
-    return out.to(x.dtype)
+    device = model_device(model, x.device)
+
+    def move(v: object) -> object:
+        if isinstance(v, Tensor):
+            return v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
+        return v
+
+    kwargs = {k: move(v) for k, v in (model_kwargs or {}).items()}
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        out = model(move(x), move(sigma), **kwargs)
+    if not isinstance(out, Tensor):
+        raise ValueError(f"the model must return a tensor of x's shape {tuple(x.shape)}; got {type(out).__name__}.")
+    return out.to(device=x.device, dtype=x.dtype)
+
+
+def _call(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, kwargs: Mapping[str, object]) -> Tensor:
+    return call_model(model, x, sigma, kwargs)
 
 
 @dataclass
@@ -194,8 +227,7 @@ def nll_gap(
     kwargs = dict(model_kwargs or {})
 
     def learned(xx: Tensor, s: Tensor) -> Tensor:
-        dtype = model_dtype(model, xx.dtype)
-        return model(xx.to(dtype), s.to(dtype), **kwargs).to(xx.dtype)
+        return call_model(model, xx, s, kwargs, grad=True)
 
     lp_model = log_likelihood(sde, score_from_denoiser(learned, sde), x, rtol=rtol, atol=atol).log_prob
     lp_exact_ode = log_likelihood(sde, mixture.score_fn(sde), x, rtol=rtol, atol=atol).log_prob
@@ -256,13 +288,15 @@ def sampler_error(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     x_T = sigma_max * torch.randn(n, mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    dtype = model_dtype(model, torch.float64)
+    dtype, device = model_dtype(model, torch.float64), model_device(model)
     fn = SAMPLERS[sampler]
-    got = fn(model, x_T.to(dtype), sigmas, generator=seed + 1, model_kwargs=dict(model_kwargs or {}),
+    kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in (model_kwargs or {}).items()}
+    got = fn(model, x_T.to(device=device, dtype=dtype), sigmas, generator=seed + 1, model_kwargs=kwargs,
              **sampler_options)
     ref = fn(mixture.as_denoiser(), x_T, sigmas, generator=seed + 1, **sampler_options)
-    q = mixture_sample_quality(mixture, got.x.to(torch.float64))
+    got_x = got.x.to(device="cpu", dtype=torch.float64)
+    q = mixture_sample_quality(mixture, got_x)
     qe = mixture_sample_quality(mixture, ref.x)
     return SamplerError(delta_nll=q.delta_nll, delta_nll_se=q.delta_nll_se, exact_delta_nll=qe.delta_nll,
-                        exact_delta_nll_se=qe.delta_nll_se, pathwise=pathwise_rms(got.x, ref.x), nfe=got.nfe, n=n,
+                        exact_delta_nll_se=qe.delta_nll_se, pathwise=pathwise_rms(got_x, ref.x), nfe=got.nfe, n=n,
                         extra={"sampler": sampler, "steps": steps})

@@ -161,7 +161,7 @@ def evaluate_toy_model(
     2,000 points for the test) and held-out data, with its permutation p-value.
     """
     from ..verify.stats import energy_test
-    from .evaluation import model_dtype, nll_gap, sampler_error, score_error
+    from .evaluation import model_device, model_dtype, nll_gap, sampler_error, score_error
     from .samplers import SAMPLERS
     from .schedules import karras_sigmas
 
@@ -180,9 +180,9 @@ def evaluate_toy_model(
     sigmas = karras_sigmas(steps, 0.002, 80.0)
     dtype = model_dtype(model, torch.float32)
     x_T = 80.0 * torch.randn(n_samples, 2, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    res = SAMPLERS[sampler](model, x_T, sigmas, generator=seed + 1)
+    res = SAMPLERS[sampler](model, x_T.to(model_device(model)), sigmas, generator=seed + 1)
     held_out = toy_sampler(name, torch.float64)(n_samples, torch.Generator().manual_seed(20_000 + seed))
-    stat, p = energy_test(res.x.to(torch.float64), held_out, generator=seed, max_points=2000)
+    stat, p = energy_test(res.x.to(device="cpu", dtype=torch.float64), held_out, generator=seed, max_points=2000)
     out.update(energy_distance=stat, energy_p_value=p, nfe=res.nfe)
     return out
 
