@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--main-only", action="store_true", help="only the overhead probe and the main gmm8 row")
     p.add_argument("--batch", type=int, default=1024, help="batch size of the gmm8 rows (default 1024)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the gmm8 rows (default 2e-3)")
+    p.add_argument("--hidden", type=int, default=256, help="MLP width of the gmm8 rows (default 256)")
+    p.add_argument("--depth", type=int, default=2, help="MLP residual blocks of the gmm8 rows (default 2)")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA rate of the evaluated copy (default 0.999)")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
     if args.quick:
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.main_only:
         runs = runs[:1]
     for label, budget, kw in runs:
-        model, info = _train("gmm8", budget, args.seed, batch_size=args.batch, lr=args.lr, **kw)
+        model, info = _train("gmm8", budget, args.seed, batch_size=args.batch, lr=args.lr, hidden=args.hidden,
+                             depth=args.depth, ema_beta=args.ema, **kw)
         gm = toy_mixture("gmm8")
         se = sampler_error(model, gm, n=args.samples, seed=args.seed)
         gap = nll_gap(model, gm, n=128 if args.quick else 512, generator=args.seed)
@@ -149,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join([
         f"Measured with nothing else running on the machine (load average {load:.2f} at the start); "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Model: `score_recipe('gmm8')` — "
-        f"EDMPrecond(MLPNet 2×256 FiLM, Fourier features of ¼ ln σ), EDM loss with the stable target field "
+        f"EDMPrecond(MLPNet {args.depth}×{args.hidden} FiLM, Fourier features of ¼ ln σ), EDM loss with the "
+        f"stable target field "
         f"(STF: the posterior mean over the batch as the regression target, Xu et al. 2023) unless the row says "
         f"otherwise, Adam {args.lr:g} with 2% warm-up and "
-        f"cosine decay, grad clip 1, EMA 0.999, batch {args.batch}, fresh mixture samples every step; each row's "
+        f"cosine decay, grad clip 1, EMA {args.ema:g}, batch {args.batch}, fresh mixture samples every step; "
+        f"each row's "
         f"iteration count is what its wall-clock budget allows. Heun 18 steps (35 NFE), {args.samples} samples "
         f"from x_T = 80 z (seed {args.seed}); the exact denoiser's Heun-35 ΔNLL in the same run: "
         f"{main_row['exact_dnll']:.4f} ± {main_row['exact_dnll_se']:.4f}. Score-error columns: denoiser RMS "

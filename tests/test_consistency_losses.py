@@ -287,9 +287,10 @@ def test_ect_and_scm_losses_run_and_check_their_student():
 
 
 def test_scm_tangent_matches_finite_differences_without_normalisation():
-    # With tangent_c = 0 (no normalisation) and no warm-up, target = f⁻ − T with T = dσ/dt · df/dσ along the
-    # teacher's PF-ODE, so the loss at θ = θ⁻ is ‖T‖². Check it against a central difference of f along the
-    # exact Gaussian flow x(σ) = m + (x − m)√(s² + σ²)/√(s² + σ₀²) (h = 1e-5: error O(h²) ≪ rtol).
+    # With tangent_c = 0 (no normalisation) and no warm-up, the loss at θ = θ⁻ is sCM's ‖g‖², g = cos t · T with
+    # T = dσ/dt · df/dσ along the teacher's PF-ODE and cos t = σ_d/√(σ² + σ_d²). Check it against a central
+    # difference of f along the exact Gaussian flow x(σ) = m + (x − m)√(s² + σ²)/√(s² + σ₀²) (h = 1e-5: error
+    # O(h²) ≪ rtol).
     m, s, sd, s0 = 0.0, 1.0, 1.0, 1.5
     f = _student(parameterization="trigflow")
     scm = ContinuousConsistency(gaussian_teacher(m, s), sigma_data=sd, tangent_c=0.0, warmup=0)
@@ -305,10 +306,11 @@ def test_scm_tangent_matches_finite_differences_without_normalisation():
     with torch.no_grad():
         fd = (f(flow(s0 + h), sig + h) - f(flow(s0 - h), sig - h)) / (2 * h)
     tangent = (s0**2 + sd**2) / sd * fd
-    torch.testing.assert_close(scm(f, x0, sigma=sig, noise=z), tangent.square().sum(-1), rtol=1e-6, atol=1e-10)
-    # with normalisation c > 0: the loss is ‖T‖²/(‖T‖ + c)² < 1
+    g = sd / math.sqrt(s0**2 + sd**2) * tangent
+    torch.testing.assert_close(scm(f, x0, sigma=sig, noise=z), g.square().sum(-1), rtol=1e-6, atol=1e-10)
+    # with normalisation c > 0: the loss is ‖g‖²/(‖g‖ + c)² < 1
     scm_n = ContinuousConsistency(gaussian_teacher(m, s), sigma_data=sd, tangent_c=0.1, warmup=0)
-    nrm = tangent.norm(dim=-1)
+    nrm = g.norm(dim=-1)
     torch.testing.assert_close(scm_n(f, x0, sigma=sig, noise=z), (nrm / (nrm + 0.1)) ** 2, rtol=1e-6, atol=1e-10)
 
 
@@ -341,7 +343,7 @@ def test_bad_arguments_raise_clear_errors():
 
 @pytest.mark.parametrize("parameterization", ["trigflow", "cm"])
 def test_scm_gradient_is_the_continuous_limit_of_the_cd_gradient(parameterization):
-    # At θ = θ⁻ the sCM gradient 2 Jᵀ T (no normalisation) and the CD gradient on the interval [σ, σ + h]
+    # At θ = θ⁻ the sCM gradient (2/κ) Jᵀ g (no normalisation) and the CD gradient on the interval [σ, σ + h]
     # (Heun teacher, same x0 and z) are parallel up to O(h): cosine 1 − 1e-6 for h = 1e-4 (float64).
     f = _student(parameterization=parameterization)
     gen = torch.Generator().manual_seed(0)

@@ -450,14 +450,18 @@ class ContinuousConsistency(_ConsistencyLoss):
 
     computed with ``torch.func.jvp`` through the target (the student under stop-gradient). sCM's two
     stabilisers: the network's own time-derivative term ``c_out ∂F/∂t`` enters multiplied by the warm-up
-    factor ``r = min(1, k/warmup)``, and the tangent is normalised, ``T̂ = T / (‖T‖ + c)`` (c = 0.1). The
-    loss is the f-space form of sCM's objective,
+    factor ``r = min(1, k/warmup)`` (sCM's r also scales the ``d(cos t)/dt · x_t`` part of the TrigFlow
+    derivative; here only the network's term), and sCM's tangent ``g = cos t · T`` is normalised,
+    ``ĝ = g / (‖g‖ + c)`` (c = 0.1). The loss is sCM's network-space objective ``‖F_θ − F_θ⁻ − ĝ‖²``
+    written for any student's output: with ``κ = σ_d sin t = σ σ_d / √(σ² + σ_d²)`` (``|c_out|`` of the
+    TrigFlow form, so ``F_θ − F_θ⁻ = −(f_θ − f⁻)/κ`` there),
 
-        loss = ‖f_student(x, σ) − stopgrad(f⁻(x, σ) − T̂)‖²,
+        loss = ‖f_student(x, σ) − stopgrad(f⁻(x, σ) − κ ĝ)‖² / κ²,
 
-    whose gradient at θ = θ⁻ is ``2 ∇_θ f · T̂``, the continuous-time limit of the discrete CD/CT gradient
-    ``∇_θ f · (f(x_{n+1}) − f(x̂_n)) / Δt`` (docs/consistency.md). sCM's learned adaptive weighting is not
-    implemented (a ``weighting(σ) -> (B,)`` can be given).
+    equal to sCM's loss for a TrigFlow student and, at θ = θ⁻, of gradient ``(2/κ) ∇_θ f · ĝ``: the
+    continuous-time limit of the discrete CD/CT gradient ``∇_θ f · (f(x_{n+1}) − f(x̂_n)) / Δt``, weighted by
+    ``cos t / κ = 1/σ`` in TrigFlow time (docs/consistency.md). sCM's learned adaptive weighting
+    ``e^{w(t)}/D · loss − w(t)`` is not implemented (a ``weighting(σ) -> (B,)`` multiplies the loss).
 
     The student must be a :class:`sdeflow.consistency.ConsistencyFunction` with
     ``parameterization="trigflow"`` (``require_trigflow=False`` accepts any student with ``coefficients``)
@@ -543,14 +547,18 @@ class ContinuousConsistency(_ConsistencyLoss):
                 # df = dcs·x + cs·v + dco·F + co·dF; the warm-up scales the network-derivative term co·dF
                 network_term = df - dcs * x - cs * v - dco * net
                 df = df - (1.0 - r) * network_term
-            tangent = _col((s * s + self.sigma_data**2) / self.sigma_data, x) * df
+            sd2 = self.sigma_data**2
+            root = torch.sqrt(s * s + sd2)
+            # sCM's g = cos t · df/dt, with df/dt = dσ/dt · df/dσ = (σ² + σ_d²)/σ_d · df/dσ and cos t = σ_d/√(σ² + σ_d²)
+            g = _col(root, x) * df
             if self.tangent_c > 0:
-                norm = tangent.reshape(x.shape[0], -1).norm(dim=1)
-                tangent = tangent / _col(norm + self.tangent_c, x)
-            tgt = (f_val - tangent).detach()
+                norm = g.reshape(x.shape[0], -1).norm(dim=1)
+                g = g / _col(norm + self.tangent_c, x)
+            kappa = s * self.sigma_data / root  # σ_d sin t
+            tgt = (f_val - _col(kappa, x) * g).detach()
         pred = _output(student(x, s, **cond), x0, "student(x, sigma)")
         w = torch.ones_like(s) if self.weighting_fn is None else torch.as_tensor(self.weighting_fn(s)).to(x0.dtype)
-        return w * (pred - tgt).reshape(x.shape[0], -1).square().sum(-1)
+        return w * (pred - tgt).reshape(x.shape[0], -1).square().sum(-1) / (kappa * kappa)
 
 
 def teacher_step_denoise(teacher: Callable[..., Tensor], x: Tensor, sigma: Tensor, cond: dict[str, Any]) -> Tensor:
