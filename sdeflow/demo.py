@@ -62,7 +62,10 @@ class DemoReport:
 
     def table(self) -> str:
         head = "| step | check | against | value | pass if | result |\n|---|---|---|---:|---|---|"
-        rows = [f"| {c.step} | {c.name} | {c.reference} | {_fmt(c.value)} | {c.threshold} | "
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|")  # a literal bar inside a cell (|ΔNLL|) would split the column
+
+        rows = [f"| {cell(c.step)} | {cell(c.name)} | {cell(c.reference)} | {_fmt(c.value)} | {cell(c.threshold)} | "
                 f"{'PASS' if c.passed else 'FAIL'} |" for c in self.checks]
         return "\n".join([head, *rows])
 
@@ -139,7 +142,9 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     say.check("1 SDE", "Fokker–Planck residual of the exact density (relative)", "∂_t p = L*p (autograd)",
               res.max_relative(), "< 1e-8", res.max_relative() < 1e-8)
     cells = 48 if quick else 128
-    grid = Grid2D((-5.0, 5.0, cells))
+    # [−6, 6]²: on [−5, 5]² the zero-flux boundary holds back the 0.2% of the t = 0.2 mass beyond 5, and
+    # that, not the solver, set the L1 error (9.6e-4 at 128² cells; 6.8e-6 on [−6, 6]²)
+    grid = Grid2D((-6.0, 6.0, cells))
     t_fp = [0.2, 0.5, 1.0]
 
     def density(t: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -150,7 +155,7 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     fp_s = time.perf_counter() - tick
     exact_p = [torch.as_tensor(grid.cell_average(density(t))) for t in t_fp]
     l1 = max(float(grid.l1(fp.p[k].cpu(), exact_p[k])) for k in range(1, len(t_fp)))
-    tol = 5e-3 if quick else 2e-4
+    tol = 5e-3 if quick else 1e-4
     say.check("1 SDE", f"grid Fokker–Planck solution, L1 to exact ({cells}² cells, t = 0.5, 1)",
               "exact mixture density", l1, f"< {tol:g}", l1 < tol)
     say(f"    grid solve {fp_s:.1f} s, method {fp.stats.method}")
@@ -170,7 +175,7 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
     fig.tight_layout()
     _save(fig, out / "sde_vs_pf_ode.png")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    ext = (-5, 5, -5, 5)
+    ext = (-6, 6, -6, 6)
     axes[0].imshow(fp.p[1].cpu().T, origin="lower", extent=ext)
     axes[0].set_title("grid Fokker–Planck, t = 0.5")
     axes[1].imshow(exact_p[1].T, origin="lower", extent=ext)
