@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=256, help="MLP width of the gmm8 rows (default 256)")
     p.add_argument("--depth", type=int, default=2, help="MLP residual blocks of the gmm8 rows (default 2)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA rate of the evaluated copy (default 0.999)")
+    p.add_argument("--p-std", type=float, default=None, help="P_std of the main row's lognormal σ (default 1.2)")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
     if args.quick:
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trainer {ov['trainer_it_s']:.1f} it/s, plain loop {ov['plain_it_s']:.1f} it/s, ratio {ov['ratio']:.3f}")
 
     rows = []
-    runs = [("data-scaled σ, P_std 1.2, STF target (default)", args.budget, {}),
+    main_kw = {} if args.p_std is None else {"P_std": args.p_std}
+    main_label = "data-scaled σ, P_std 1.2, STF target (default)" if args.p_std is None else \
+        f"data-scaled σ, P_std {args.p_std:g}, STF target"
+    runs = [(main_label, args.budget, main_kw),
             ("EDM image default P_mean −1.2, P_std 1.2, STF", args.compare_budget, {"sigma_scaled": False}),
             ("data-scaled σ, P_std 1.6, STF", args.compare_budget, {"P_std": 1.6}),
             ("data-scaled σ, P_std 1.2, plain x0 target", args.compare_budget, {"target": "x0"})]

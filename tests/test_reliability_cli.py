@@ -190,14 +190,23 @@ _SLOW_RUN = ["simulate", "--paths", "2000", "--dim", "4", "--dt", "1e-6", "--t1"
                                                    (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_and_term_print_one_line_and_leave_no_temporaries(tmp_path, sig, code, word):
     out = tmp_path / "x.npz"
-    # the process imports the CLI, says so, then runs the command (2e7 steps: minutes) and is signalled
-    code_ = f"import sys; from sdeflow.cli import main; print('ready', flush=True); sys.exit(main({_SLOW_RUN + ['--out', str(out)]!r}))"
+    # the process imports the CLI, says so, then runs the command (2e7 steps: minutes) and is signalled. It
+    # first restores Python's Ctrl-C handler: a test run started in the background (`cmd &` in a script)
+    # inherits SIGINT ignored, and Python then keeps it ignored, as a terminal's background job should
+    code_ = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from sdeflow.cli import main; print('ready', flush=True); "
+             f"sys.exit(main({_SLOW_RUN + ['--out', str(out)]!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code_], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed run must not leave a minutes-long simulation behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and word in lines[0] and "Traceback" not in err
