@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write
-from .plots import save_figure
+from .plots import pyplot, save_figure
 
 __all__ = ["Check", "DemoReport", "run_demo", "check_demo_device"]
 
@@ -88,15 +88,6 @@ class _Printer:
               passed: bool) -> None:
         self.report.checks.append(Check(step, name, reference, float(value), threshold, bool(passed)))
         self(f"    {'PASS' if passed else 'FAIL'}  {name}: {_fmt(float(value))} ({threshold}; against {reference})")
-
-
-def _plt():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig, path: Path) -> None:  # noqa: ANN001
@@ -160,7 +151,7 @@ def _forward_sde(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
               "exact mixture density", l1, f"< {tol:g}", l1 < tol)
     say(f"    grid solve {fp_s:.1f} s, method {fp.stats.method}")
     # figures: SDE paths beside PF-ODE trajectories; density vs Fokker–Planck
-    plt = _plt()
+    plt = pyplot()
     tgrid = torch.linspace(0.0, 1.0, 101, dtype=F64)
     xs0 = gm.sample(40, generator=seed + 50, dtype=F64)
     paths = simulate(sde, xs0, tgrid, dt=2e-3, generator=seed + 51).xs[..., 0]
@@ -237,7 +228,7 @@ def _samplers(out: Path, seed: int, quick: bool, say: _Printer, device: torch.de
     say.check("2 PF-ODE", f"Heun ({heun_best[0]} NFE) pathwise error", "1000-step Heun reference", heun_best[1],
               "< 0.01", heun_best[1] < 0.01)
     # figures: error vs NFE, samples by NFE
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, r in rows.items():
         ax.loglog([a for a, _, _ in r], [b for _, b, _ in r], "o-", label=name)
@@ -320,7 +311,7 @@ def _consistency(out: Path, seed: int, quick: bool, say: _Printer, progress: boo
         say.check("3 consistency", "2-step ΔNLL (τ = 80, 0.8)", "exact mixture density", d2, "< 0.5", d2 < 0.5)
         say.check("3 consistency", "1-step map vs the exact consistency function f*",
                   "f* by a float64 PF-ODE solve", pw, "< 0.5", pw < 0.5)
-    plt = _plt()
+    plt = pyplot()
     data = gm.sample(3000, generator=seed + 5, dtype=F64)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
     for ax, pts, title in ((axes[0], data, "data"), (axes[1], one[:3000], "consistency model, 1 step"),

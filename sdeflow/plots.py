@@ -10,13 +10,24 @@ from torch import Tensor
 
 from .io import atomic_write
 
-__all__ = ["save_samples_png", "save_figure"]
+__all__ = ["save_samples_png", "save_figure", "pyplot"]
+
+
+def pyplot():  # noqa: ANN201 - matplotlib.pyplot, imported lazily
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (unless one was chosen), imported on first use."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
+        raise ImportError("sdeflow's figures need matplotlib: pip install 'sdeflow[plots]'.") from err
+    return plt
 
 
 def save_figure(fig: object, path: str | Path, *, dpi: int = 110) -> Path:
     """Write a matplotlib figure as a PNG atomically (temporary file, fsync, rename) and close it."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     plt.close(fig)
     return out
@@ -33,11 +44,7 @@ def save_samples_png(x: Tensor, path: str | Path, *, title: str = "", max_points
         max_points, max_images: at most this many points / images are drawn (the first ones).
         limits: for 2-D points, the axes span [-limits, limits] (default: from the data).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x = x.detach().to("cpu", torch.float64)
     if x.dim() == 2 and x.shape[1] == 2:
         pts = x[:max_points]

@@ -4,11 +4,9 @@ every step checked against theory (a self-test of an installation). Writes DIR/r
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-import torch
+from ._common import add_threads_argument, machine_line
 
 __all__ = ["add_parser", "run"]
 
@@ -21,37 +19,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="add the latent digits model")
     p.add_argument("--device", default="cpu", help="where simulations, samplers and training run: cpu or cuda "
                    "(default cpu; the checks are computed on the CPU in float64 either way)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_threads_argument(p)
     p.add_argument("--progress", action="store_true", help="progress bars for the long steps")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; ``sdeflow.cli.main`` has checked --device, set the threads and handles Ctrl-C, and the
+    ValueErrors of :func:`sdeflow.demo.run_demo` (--out a file, a device the demo cannot use) become
+    one-line errors with exit status 2."""
     from ..demo import check_demo_device, run_demo
 
     out = Path(args.out)
-    try:
-        device = check_demo_device(args.device)
-    except ValueError as err:
-        print(f"sdeflow demo: error: --device: {err}", file=sys.stderr)
-        return 2
+    device = check_demo_device(args.device)
     if out.exists() and not out.is_dir():
-        print(f"sdeflow demo: error: --out {args.out!r} exists and is not a folder", file=sys.stderr)
-        return 2
-    if args.threads is not None:
-        if args.threads < 1:
-            print("sdeflow demo: error: --threads must be at least 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"sdeflow demo: device {device}, {torch.get_num_threads()} threads, load average {load:.2f}; "
-          f"report in {out}/")
-    try:
-        report = run_demo(out, seed=args.seed, quick=args.quick, full=args.full, progress=args.progress,
-                          device=device)
-    except KeyboardInterrupt:
-        print("sdeflow demo: interrupted", file=sys.stderr)
-        return 130
+        raise ValueError(f"--out {args.out!r} exists and is not a folder")
+    print(f"sdeflow demo: device {device}, {machine_line()}; report in {out}/")
+    report = run_demo(out, seed=args.seed, quick=args.quick, full=args.full, progress=args.progress,
+                      device=device)
     print()
     print(report.table())
     n_ok = sum(c.passed for c in report.checks)

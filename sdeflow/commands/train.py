@@ -18,22 +18,19 @@ from pathlib import Path
 
 import torch
 
+from ._common import CommandError, add_threads_argument, check_memory, machine_line
+from ._common import finite_float as _finite_float
+from ._common import nonnegative_int as _nonnegative_int
+from ._common import positive_float as _positive_float
+from ._common import positive_int as _positive_int
+from ._common import seed_arg as _seed
+
 __all__ = ["add_parser", "run_score", "run_consistency", "run_latent"]
 
 
 def _fail(msg: str) -> int:
     print(f"sdeflow train: error: {msg}", file=sys.stderr)
     return 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from err
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {v}")
-    return v
 
 
 #: Rough memory per training example (the MLP's activations and gradients, float32) and per evaluation sample:
@@ -43,8 +40,6 @@ _BYTES_PER_EXAMPLE, _BYTES_PER_EVAL_SAMPLE = 16 << 10, 4 << 10
 
 def _check_sizes(args: argparse.Namespace) -> str | None:
     """A one-line error when --batch or --eval-samples cannot fit in memory, else None."""
-    from ._common import CommandError, check_memory
-
     try:
         check_memory(f"--batch {args.batch}", args.batch * _BYTES_PER_EXAMPLE, "use a smaller --batch",
                      torch.device(args.device))
@@ -55,28 +50,21 @@ def _check_sizes(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _seed(text: str) -> int:
-    from ._common import seed_arg
-
-    return seed_arg(text)
-
-
-def _finite_float(text: str) -> float:
-    from ._common import finite_float
-
-    return finite_float(text)
+def _check_json(args: argparse.Namespace) -> str | None:
+    """A one-line error when --json's folder does not exist, else None."""
+    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
+        return f"--json {args.json!r}: its folder does not exist"
+    return None
 
 
-def _machine_line() -> str:
-    from ._common import machine_line
-
-    return machine_line()
-
-
-def _nonnegative_int(text: str) -> int:
-    from ._common import nonnegative_int
-
-    return nonnegative_int(text)
+def _check_run(args: argparse.Namespace) -> Path | str:
+    """The checks of ``train score`` and ``train consistency`` before any work: the --out folder (as
+    :func:`_check_out`), the sizes and --json; the output folder, or a one-line error. (``sdeflow.cli.main``
+    has checked --device and set the threads.)"""
+    out = _check_out(args.out, args.resume)
+    if isinstance(out, str):
+        return out
+    return _check_sizes(args) or _check_json(args) or out
 
 
 def _write_json(path: str, doc: object) -> None:
@@ -87,14 +75,6 @@ def _write_json(path: str, doc: object) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from err
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
-    return v
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -109,8 +89,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="steps between checkpoints (0: only at the end)")
     p.add_argument("--eval-samples", type=_positive_int, default=20_000, metavar="N",
                    help="samples for the final evaluation (default 20000)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads, set once (default: docs/performance.md)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
 
@@ -180,18 +159,9 @@ def run_consistency(args: argparse.Namespace) -> int:
     from ..generative.checkpoint import CheckpointError
     from ..generative.training import Trainer
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        return _fail("--device cuda requested but no CUDA device is available; use --device cpu")
-    out = _check_out(args.out, args.resume)
+    out = _check_run(args)
     if isinstance(out, str):
         return _fail(out)
-    too_big = _check_sizes(args)
-    if too_big:
-        return _fail(too_big)
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        return _fail(f"--json {args.json!r}: its folder does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     teacher: object = "default" if args.teacher is None else (None if args.teacher == "none" else args.teacher)
     if isinstance(teacher, str) and teacher not in ("default", "exact") and not Path(teacher).exists():
         return _fail(f"--teacher {teacher!r}: no such checkpoint folder or file (or use 'exact' / 'none')")
@@ -229,7 +199,7 @@ def run_consistency(args: argparse.Namespace) -> int:
     ev["train_seconds"] = result.seconds
     ev["train_steps"] = result.steps
     print(format_consistency_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
+    print(f"total {time.perf_counter() - tick:.1f} s; {machine_line()}")
     if args.json:
         _write_json(args.json, ev)
     return 0
@@ -270,8 +240,7 @@ def _add_latent_parser(kinds: argparse._SubParsersAction) -> None:
                    help="sampling seeds (5; 0: no evaluation)")
     c.add_argument("--no-tau-search", action="store_true", help="Karras-grid τ instead of the FD search")
     c.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and noise (default 0)")
-    c.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads, set once (default: docs/performance.md)")
+    add_threads_argument(c)
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the evaluation as JSON")
     c.set_defaults(run=run_latent)
@@ -283,12 +252,11 @@ def run_latent(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return _fail(f"--out {args.out!r} exists and is not an empty folder; choose another folder")
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        return _fail(f"--json {args.json!r}: its folder does not exist")
+    bad_json = _check_json(args)
+    if bad_json:
+        return _fail(bad_json)
     if args.eval_guidance < 0 or args.eval_seeds < 0:
         return _fail("--eval-guidance and --eval-seeds must be >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         spec = LatentSpec(latent_dim=args.latent_dim, ae_iters=args.ae_iters, teacher_iters=args.teacher_iters,
                           lcd_iters=args.iters, skip=args.skip, n_points=args.n_points, solver=args.solver,
@@ -313,7 +281,7 @@ def run_latent(args: argparse.Namespace) -> int:
     if args.eval_seeds:
         ev = evaluate_pipeline(pipe, guidance=args.eval_guidance, seeds=tuple(range(100, 100 + args.eval_seeds)))
         print(format_latent_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
+    print(f"total {time.perf_counter() - tick:.1f} s; {machine_line()}")
     if args.json:
         doc = {"spec": spec.to_json(), "seconds": pipe.seconds}
         if ev is not None:
@@ -338,18 +306,9 @@ def run_score(args: argparse.Namespace) -> int:
     from ..generative.recipes import evaluate_toy_model, format_evaluation, score_recipe
     from ..generative.training import Trainer
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        return _fail("--device cuda requested but no CUDA device is available; use --device cpu")
-    out = _check_out(args.out, args.resume)
+    out = _check_run(args)
     if isinstance(out, str):
         return _fail(out)
-    too_big = _check_sizes(args)
-    if too_big:
-        return _fail(too_big)
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        return _fail(f"--json {args.json!r}: its folder does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         recipe = score_recipe(args.data, args.sde, iters=args.iters, batch_size=args.batch, lr=args.lr,
                               seed=args.seed, device=args.device, time_budget=args.time_budget,
@@ -374,7 +333,7 @@ def run_score(args: argparse.Namespace) -> int:
     ev["train_seconds"] = result.seconds
     ev["train_steps"] = result.steps
     print(format_evaluation(ev))
-    print(f"total {time.perf_counter() - tick:.1f} s; {_machine_line()}")
+    print(f"total {time.perf_counter() - tick:.1f} s; {machine_line()}")
     if args.json:
         _write_json(args.json, ev)
     return 0

@@ -326,10 +326,9 @@ class SelfConsistencyError:
 
     def plot(self, path: str | Path) -> Path:
         """Save a log-log plot of the errors against σ (PNG, written atomically). Needs matplotlib."""
-        import matplotlib
+        from ..plots import pyplot, save_figure
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         s = self.sigmas[:-1]  # the boundary level is 0 for a proper consistency function
@@ -343,8 +342,6 @@ class SelfConsistencyError:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        from ..plots import save_figure
-
         return save_figure(fig, path)
 
 
@@ -457,7 +454,7 @@ def self_consistency_error(
     outs = []
     dtype = model_dtype(f, torch.float64)
     for i, s in enumerate(grid.tolist()):
-        out = call_model(f, traj[i].to(dtype).to(torch.float64), torch.full((n,), s, dtype=torch.float64), kwargs)
+        out = call_model(f, traj[i], torch.full((n,), s, dtype=torch.float64), kwargs)  # in f's dtype and device
         if out.shape != traj[i].shape:
             raise ValueError(f"f returned {tuple(out.shape)} for x of shape {tuple(traj[i].shape)}; it must "
                              f"return x's shape.")

@@ -28,6 +28,7 @@ from ..conversion.continuity import continuity_residual
 from ..conversion.likelihood import log_likelihood
 from ..conversion.probability_flow import probability_flow
 from ..conversion.reverse import reverse_sde
+from ..plots import pyplot, save_figure
 from ..sde.edm import EDMSDE
 from ..sde.vp import VPSDE
 from ..solve.ode import solve_ode
@@ -90,18 +91,7 @@ def _fokker_planck(which: str) -> Callable[[SuiteContext], CheckOutcome]:
 
 
 def _save(fig: object, path: Path) -> Path:
-    from ..plots import save_figure
-
     return save_figure(fig, path, dpi=100)
-
-
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _samples_plot(name: str, gm: GaussianMixture, x: Tensor, title: str, seed: int) -> Callable[[Path], list[Path]]:
@@ -110,7 +100,7 @@ def _samples_plot(name: str, gm: GaussianMixture, x: Tensor, title: str, seed: i
     ref = gm.to("cpu").sample(pts.shape[0], generator=seed, dtype=_F64)
 
     def plot(folder: Path) -> list[Path]:
-        plt = _pyplot()
+        plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
         for ax, data, label in ((axes[0], ref, "exact mixture samples"), (axes[1], pts, title)):
             ax.scatter(data[:, 0], data[:, 1], s=0.8, alpha=0.4, linewidths=0)
@@ -211,7 +201,7 @@ def _order(name: str) -> Callable[[SuiteContext], CheckOutcome]:
         def plot(folder: Path) -> list[Path]:
             from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
 
-            plt = _pyplot()
+            plt = pyplot()
             fig, ax = plt.subplots(figsize=(5, 4))
             ax.loglog(ns, errs, "o-", label=f"measured, slope {slope:.2f}")
             ax.loglog(ns, [errs[-1] * (ns[-1] / n) ** declared for n in ns], "k--",

@@ -82,10 +82,6 @@ def call_model(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, model_kwa
     return out.to(device=x.device, dtype=x.dtype)
 
 
-def _call(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, kwargs: Mapping[str, object]) -> Tensor:
-    return call_model(model, x, sigma, kwargs)
-
-
 @dataclass
 class ScoreError:
     """Output of :func:`score_error`: one row per noise level.
@@ -115,10 +111,9 @@ class ScoreError:
 
     def plot(self, path: str | Path) -> Path:
         """Save a log-log plot of both errors against σ (PNG, written atomically). Needs matplotlib."""
-        import matplotlib
+        from ..plots import pyplot, save_figure
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         ax.loglog(self.sigmas, self.rms, "o-", label="denoiser RMS ‖D_θ − D*‖")
@@ -129,8 +124,6 @@ class ScoreError:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        from ..plots import save_figure
-
         return save_figure(fig, path)
 
 
@@ -169,7 +162,7 @@ def score_error(
         x = x0 + s * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
         sv = torch.full((n,), s, dtype=torch.float64)
         exact = mixture.denoiser_sigma(x, sv)
-        got = _call(model, x, sv, kwargs)
+        got = call_model(model, x, sv, kwargs)
         err = (got - exact).pow(2).sum(-1).mean().sqrt()
         scale = (exact - x).pow(2).sum(-1).mean().sqrt()
         rms.append(float(err))

@@ -27,9 +27,10 @@ QUICK_SPEC = LatentSpec(ae_iters=300, teacher_iters=300, lcd_iters=60, hidden=12
 
 
 def _grid_figure(images: torch.Tensor, title: str, path: Path, rows: int = 10) -> None:
-    from ..demo import _plt, _save
+    from ..demo import _save
+    from ..plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     x = ((images.detach().cpu().clamp(-1, 1) + 1) / 2)[:, 0]  # (B, 8, 8) in [0, 1]
     cols = x.shape[0] // rows
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.45 + 0.6, rows * 0.45 + 0.6))

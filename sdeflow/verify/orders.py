@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from .._checks import as_real, check_int, check_state, check_step, make_generator
-from ..io import atomic_write
 from ..sde.base import SDE, as_sde
 from ..solve.backends.torchsde_backend import TORCHSDE_METHODS, TorchsdeAdapter, torchsde_support
 from ..solve.native import SDE_METHODS
@@ -121,13 +120,9 @@ class OrderResult:
 
     def plot(self, path: str | Path) -> Path:
         """Save a log-log plot of error against step size (PNG, written atomically). Needs matplotlib."""
-        try:
-            import matplotlib
+        from ..plots import pyplot, save_figure
 
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError as err:  # pragma: no cover - matplotlib is a test dependency
-            raise ImportError("OrderResult.plot needs matplotlib: pip install 'sdeflow[plots]'.") from err
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.errorbar(self.dts, self.errors, yerr=2 * self.errors_se, fmt="o-", capsize=3, label="measured")
         c = self.errors[-1] / self.dts[-1] ** self.declared
@@ -150,9 +145,7 @@ class OrderResult:
         ax.set_title(f"{self.method} ({self.backend}), {self.problem}: order {self.order:.2f}", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-        plt.close(fig)
-        return out
+        return save_figure(fig, path, dpi=100)
 
 
 def _step_label(h: float, _pos: object = None) -> str:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .. import sde as sdes
 from ..fokker_planck import Grid1D, Grid2D, fokker_planck_residual, solve_fokker_planck, stationary_density
-from ..io import atomic_write
+from ..plots import pyplot, save_figure
 from ..solve.simulate import simulate
 from .orders import OrderResult, strong_order, weak_order
 from .problems import DoubleWell, example_gibbs, get_problem
@@ -42,20 +42,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: object, path: Path) -> Path:
-    plt = _pyplot()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)
 
 
 # -- convergence orders -------------------------------------------------------------------------------
@@ -232,7 +220,7 @@ def _ou_1d(n: int, device: str) -> dict:
 
 def _plot_1d(grid: Grid1D, curves: dict[str, Tensor], title: str, path: Path) -> list[Path]:
     """Densities on top; below, each curve minus the last one (the reference), since the curves overlap."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, err) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     x = grid.centers(0)
     ys = {label: torch.as_tensor(y).cpu().numpy() for label, y in curves.items()}
@@ -294,7 +282,7 @@ def _rot_2d(n: int, device: str) -> dict:
 
 
 def _plot_2d(r: dict, path: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     grid, sol = r["grid"], r["sol"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     ext = [grid.bounds[0][0], grid.bounds[0][1], grid.bounds[1][0], grid.bounds[1][1]]
@@ -444,7 +432,7 @@ def _mc_grid_dw(ctx: SuiteContext) -> CheckOutcome:
     res = compare_to_density(x.cpu(), grid, sol.final.cpu(), cells_per_bin=6, level=CHI2_LEVEL)
 
     def plot(folder: Path) -> list[Path]:
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(x.cpu().numpy().ravel(), bins=100, range=(-3, 3), density=True, alpha=0.5, label=f"{n} paths (SRA1)")
         ax.plot(grid.centers(0), sol.final.cpu().numpy(), label="grid Fokker–Planck")
