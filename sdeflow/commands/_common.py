@@ -89,6 +89,14 @@ def finite_float(text: str) -> float:
     return v
 
 
+def rate_arg(text: str) -> float:
+    """An EMA rate: a number in [0, 1)."""
+    v = _number(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {text}")
+    return v
+
+
 def seed_arg(text: str) -> int:
     """``--seed``: an integer in [0, 2**63) (what every torch generator accepts)."""
     v = nonnegative_int(text)

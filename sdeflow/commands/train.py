@@ -23,6 +23,7 @@ from ._common import finite_float as _finite_float
 from ._common import nonnegative_int as _nonnegative_int
 from ._common import positive_float as _positive_float
 from ._common import positive_int as _positive_int
+from ._common import rate_arg as _rate
 from ._common import seed_arg as _seed
 
 __all__ = ["add_parser", "run_score", "run_consistency", "run_latent"]
@@ -142,7 +143,14 @@ def _add_consistency_parser(kinds: argparse._SubParsersAction, datasets: dict) -
     c.add_argument("--batch", type=_positive_int, default=512, help="batch size (default 512)")
     c.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: the recipe's)")
     c.add_argument("--solver", choices=list(TEACHER_SOLVERS), default="heun", help="CD teacher step (default heun)")
-    c.add_argument("--n-points", type=_positive_int, default=None, metavar="N", help="CD grid size N")
+    c.add_argument("--n-points", type=_positive_int, default=None, metavar="N",
+                   help="CD grid size N (ct/ict: the curriculum's final size)")
+    c.add_argument("--estimate", choices=["x0", "stf"], default="x0",
+                   help="teacher-free velocity estimate of ct/ict/ect/sCT: x0 (one sample, the papers') or stf "
+                        "(the batch as reference set; default x0)")
+    c.add_argument("--target-ema", type=_rate, default=None, metavar="MU",
+                   help="cd: the target EMA rate (default 0.95); ict/ect: an EMA target of rate MU instead of "
+                        "the papers' stopgrad(student)")
     _add_run_options(c)
     c.add_argument("--log-consistency", action="store_true",
                    help="log the self-consistency error vs f* ten times during training (mixture data)")
@@ -168,7 +176,8 @@ def run_consistency(args: argparse.Namespace) -> int:
     try:
         recipe = consistency_recipe(args.mode, args.data, teacher, iters=args.iters, batch_size=args.batch,
                                     lr=args.lr, seed=args.seed, device=args.device, solver=args.solver,
-                                    n_points=args.n_points, time_budget=args.time_budget,
+                                    n_points=args.n_points, estimate=args.estimate, target_beta=args.target_ema,
+                                    time_budget=args.time_budget,
                                     progress=not args.no_progress, checkpoint_every=max(0, args.checkpoint_every))
         config = recipe.config
         callbacks = []

@@ -44,11 +44,13 @@ __all__ = [
 
 # -- distillation and training (losses, schedules, presets, recipes) --------------------------------------
 from .losses import (  # noqa: E402
+    ESTIMATES,
     TEACHER_SOLVERS,
     ConsistencyDistillation,
     ConsistencyTraining,
     ContinuousConsistency,
     EasyConsistencyTuning,
+    ode_velocity,
     teacher_step,
 )
 from .presets import PRESETS, cm2023, ect2024, ict2023, scm2024  # noqa: E402
@@ -73,7 +75,7 @@ from .schedules import (  # noqa: E402
 
 __all__ += [
     "TEACHER_SOLVERS", "ConsistencyDistillation", "ConsistencyTraining", "ContinuousConsistency",
-    "EasyConsistencyTuning", "teacher_step", "PRESETS", "cm2023", "ict2023", "ect2024", "scm2024",
+    "EasyConsistencyTuning", "teacher_step", "ESTIMATES", "ode_velocity", "PRESETS", "cm2023", "ict2023", "ect2024", "scm2024",
     "CONSISTENCY_MODES", "ConsistencyRecipe", "consistency_recipe", "default_taus", "evaluate_consistency",
     "format_consistency_evaluation", "cm_ema_rate", "cm_num_steps", "ect_ratio", "ect_stage", "ict_num_steps",
     "karras_grid", "linear_warmup", "lognormal_index_weights",

@@ -58,6 +58,7 @@ from ..generative.losses import (
     _check_x0,
     _noise,
     _output,
+    stable_target,
 )
 from ..generative.samplers.steps import dpmpp_2m_step, euler_step, heun_step
 from .schedules import (
@@ -71,7 +72,7 @@ from .schedules import (
     lognormal_index_weights,
 )
 
-__all__ = ["TEACHER_SOLVERS", "WEIGHTINGS", "ConsistencyDistillation", "ConsistencyTraining",
+__all__ = ["ESTIMATES", "TEACHER_SOLVERS", "WEIGHTINGS", "ConsistencyDistillation", "ConsistencyTraining",
            "EasyConsistencyTuning", "ContinuousConsistency", "teacher_step"]
 
 #: One deterministic PF-ODE step of the teacher, by name (the sampler step primitives, per-sample σ).
@@ -79,7 +80,51 @@ TEACHER_SOLVERS: tuple[str, ...] = ("euler", "heun", "dpmpp_2m")
 #: Named weightings λ(t_n, t_{n+1}) of the discrete losses.
 WEIGHTINGS: tuple[str, ...] = ("uniform", "inverse_gap")
 
+#: How a teacher-free loss estimates the PF-ODE velocity at ``x = x0 + σ z``: ``"x0"`` (the one-sample
+#: estimate ``z``, the published CT/ECT/sCT) or ``"stf"`` (the batch as a reference set, :func:`ode_velocity`).
+ESTIMATES: tuple[str, ...] = ("x0", "stf")
+
 Weighting = str | Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_estimate(estimate: object) -> str:
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be 'x0' (the one-sample estimate, the published losses) or 'stf' (the batch "
+                         f"as a reference set); got {estimate!r}.")
+    return str(estimate)
+
+
+def ode_velocity(estimate: str, x: Tensor, sigma: Tensor, x0: Tensor, z: Tensor, cond: dict[str, Any] | None = None,
+                 null_label: int | None = None) -> Tensor:
+    r"""A teacher-free estimate of the PF-ODE velocity ``dx/dσ = (x − E[x0 | x])/σ`` at ``x = x0 + σ z``.
+
+    ``estimate="x0"``: ``E[x0 | x]`` replaced by the example's own ``x0``, so the velocity is ``z`` — the
+    one-sample estimate of consistency training (Song et al. 2023, Algorithm 3), unbiased given ``x`` but
+    with a variance that dominates at large σ. ``estimate="stf"``: ``E[x0 | x]`` estimated with the batch
+    as a reference set, :func:`sdeflow.generative.losses.stable_target` (Xu et al. 2023's stable target
+    field, the estimate the score losses' ``target="stf"`` use): ``Σ_j w_j x0_j``,
+    ``w_j ∝ exp(−‖x − x0_j‖²/(2σ²))``, with labels kept apart when ``cond`` holds ``class_labels``. At
+    small σ the weight sits on the example itself and the two estimates agree; at large σ the batch
+    average removes most of the variance, at an O(1/B) bias (docs/consistency.md, "Teacher-free estimates").
+
+    Args:
+        estimate: ``"x0"`` or ``"stf"`` (:data:`ESTIMATES`).
+        x: the noisy batch ``x0 + σ z``, (B, *event).
+        sigma: (B,) noise levels.
+        x0, z: the clean batch and its noise, (B, *event).
+        cond: the loss's conditioning; its ``class_labels`` (B,) restrict the reference set.
+        null_label: the dropped-label class (references then span the batch).
+
+    Returns:
+        The velocity, (B, *event), no gradient.
+    """
+    if estimate == "x0":
+        return z
+    _check_estimate(estimate)
+    labels = (cond or {}).get("class_labels")
+    d = stable_target(x, sigma, x0, class_labels=labels if isinstance(labels, Tensor) else None,
+                      null_label=null_label)
+    return (x - d) / _col(sigma, x)
 
 
 def teacher_step(teacher: Callable[..., Tensor], solver: str, x: Tensor, sigma: Tensor, sigma_next: Tensor,
@@ -123,6 +168,15 @@ def _weight(weighting: Weighting, t_lo: Tensor, t_hi: Tensor, dtype: torch.dtype
         raise ValueError(f"weighting(t_n, t_next) must return one λ per example, shape {tuple(t_lo.shape)}; "
                          f"got {tuple(lam.shape)}.")
     return lam.to(dtype)
+
+
+def _lower_point(estimate: str, x0: Tensor, z: Tensor, x_hi: Tensor, t_hi: Tensor, t_lo: Tensor,
+                 cond: dict[str, Any]) -> Tensor:
+    """The teacher-free lower point: ``x0 + t_lo z`` (``"x0"``), or one Euler step with :func:`ode_velocity`."""
+    if estimate == "x0":
+        return x0 + _col(t_lo, x0) * z
+    v = ode_velocity(estimate, x_hi, t_hi.to(x0.dtype), x0, z, cond)
+    return x_hi + _col(t_lo - t_hi, x0) * v
 
 
 def _check_range(eps: object, T: object) -> tuple[float, float]:
@@ -326,6 +380,11 @@ class ConsistencyTraining(_Discrete):
     improved CT is ``ConsistencyTraining(steps="ict", sigma_sampling="lognormal", weighting="inverse_gap",
     distance=PseudoHuber(0.00054·√d), target="student")`` (:func:`sdeflow.consistency.presets.ict2023`).
 
+    ``estimate``: ``"x0"`` (default, the published loss: ``x_n = x0 + t_n z``, which is one Euler step of
+    the PF-ODE from ``x_{n+1}`` with the one-sample velocity ``z``) or ``"stf"`` (that Euler step with the
+    batch-reference velocity of :func:`ode_velocity`; still no teacher — a variance reduction, sdeflow's
+    option, not a published CT setting).
+
     Call: ``loss(student, x0, *, generator=None, step=None, n=None, noise=None, **cond) -> (B,)``; ``step``
     defaults to the bound trainer's step. Draw order: n, then z.
     """
@@ -334,9 +393,11 @@ class ConsistencyTraining(_Discrete):
                  mu0: float = 0.9, iters: int | None = None, eps: float = 0.002, T: float = 80.0, rho: float = 7.0,
                  distance: Distance | None = None, weighting: Weighting = "uniform",
                  target: Literal["ema", "student"] = "ema", target_name: str = "target",
-                 sigma_sampling: str = "uniform", P_mean: float = -1.1, P_std: float = 2.0) -> None:
+                 sigma_sampling: str = "uniform", P_mean: float = -1.1, P_std: float = 2.0,
+                 estimate: Literal["x0", "stf"] = "x0") -> None:
         super().__init__(eps=eps, T=T, rho=rho, sigma_sampling=sigma_sampling, P_mean=P_mean, P_std=P_std,
                          weighting=weighting, distance=distance, target=target, target_name=target_name, iters=iters)
+        self.estimate = _check_estimate(estimate)
         if isinstance(steps, str):
             if steps not in ("cm", "ict"):
                 raise ValueError(f"steps must be 'cm', 'ict' or an int grid size >= 2; got {steps!r}.")
@@ -353,7 +414,8 @@ class ConsistencyTraining(_Discrete):
 
     def __repr__(self) -> str:
         return (f"ConsistencyTraining(steps={self.steps!r}, s0={self.s0}, s1={self.s1}, target={self.target!r}, "
-                f"sigma_sampling={self.sigma_sampling!r}, weighting={self.weighting!r}, distance={self.distance!r})")
+                f"sigma_sampling={self.sigma_sampling!r}, weighting={self.weighting!r}, distance={self.distance!r}, "
+                f"estimate={self.estimate!r})")
 
     def num_points(self, step: int) -> int:
         """The grid size N at ``step`` (number of points, intervals + 1)."""
@@ -378,7 +440,7 @@ class ConsistencyTraining(_Discrete):
         t_lo, t_hi = self._levels(grid, x0, n, gen)
         z = _noise(noise, x0, gen)
         x_hi = x0 + _col(t_hi, x0) * z
-        x_lo = x0 + _col(t_lo, x0) * z
+        x_lo = _lower_point(self.estimate, x0, z, x_hi, t_hi, t_lo, cond)
         return self._pair_loss(student, x0, x_hi, t_hi, x_lo, t_lo, _weight(self.weighting, t_lo, t_hi, x0.dtype),
                                cond)
 
@@ -396,6 +458,9 @@ class EasyConsistencyTuning(_ConsistencyLoss):
     model's network (``consistency_recipe(mode="ect")`` does it) starts close to its optimum, and each
     stage halves Δt = t − r (q = 2) towards the continuous-time limit.
 
+    ``estimate``: ``"x0"`` (default, ECT's ``x0 + r z``) or ``"stf"`` (an Euler step from ``x0 + t z`` to
+    ``r`` with the batch-reference velocity of :func:`ode_velocity`), as in :class:`ConsistencyTraining`.
+
     Call: ``loss(student, x0, *, generator=None, step=None, sigma=None, noise=None, **cond) -> (B,)``.
     Draw order: t (one ``torch.randn(B)``, unless ``sigma`` is given), then z.
     """
@@ -403,8 +468,10 @@ class EasyConsistencyTuning(_ConsistencyLoss):
     def __init__(self, *, P_mean: float = -1.1, P_std: float = 2.0, q: float = 2.0, k: float = 8.0, b: float = 1.0,
                  stages: int = 8, iters: int | None = None, eps: float = 0.002, T: float = 80.0,
                  distance: Distance | None = None, weighting: Weighting = "inverse_gap",
-                 target: Literal["ema", "student"] = "student", target_name: str = "target") -> None:
+                 target: Literal["ema", "student"] = "student", target_name: str = "target",
+                 estimate: Literal["x0", "stf"] = "x0") -> None:
         super().__init__(distance=distance, target=target, target_name=target_name, iters=iters)
+        self.estimate = _check_estimate(estimate)
         self.sigma_sampler = LogNormalSigma(P_mean, P_std)
         self.eps, self.T = _check_range(eps, T)
         ect_ratio(torch.ones(1), 0, q=q, k=k, b=b, eps=self.eps)  # checks q, k, b
@@ -434,7 +501,8 @@ class EasyConsistencyTuning(_ConsistencyLoss):
         t = t.clamp(self.eps * (1 + 1e-3), self.T)
         r = ect_ratio(t, self.stage(self.current_step(step)), q=self.q, k=self.k, b=self.b, eps=self.eps)
         z = _noise(noise, x0, gen)
-        return self._pair_loss(student, x0, x0 + _col(t, x0) * z, t, x0 + _col(r, x0) * z, r,
+        x_hi = x0 + _col(t, x0) * z
+        return self._pair_loss(student, x0, x_hi, t, _lower_point(self.estimate, x0, z, x_hi, t, r, cond), r,
                                _weight(self.weighting, r, t, x0.dtype), cond)
 
 
@@ -467,6 +535,9 @@ class ContinuousConsistency(_ConsistencyLoss):
     ``parameterization="trigflow"`` (``require_trigflow=False`` accepts any student with ``coefficients``)
     and must support ``torch.func.jvp`` (no in-place ops on inputs).
 
+    ``estimate`` (sCT only): the velocity ``z`` (``"x0"``, the published sCT) or the batch-reference
+    velocity of :func:`ode_velocity` (``"stf"``).
+
     Call: ``loss(student, x0, *, generator=None, step=None, sigma=None, noise=None, **cond) -> (B,)``.
     Draw order: σ (one ``torch.randn(B)``), then z.
     """
@@ -474,8 +545,12 @@ class ContinuousConsistency(_ConsistencyLoss):
     def __init__(self, teacher: Callable[..., Tensor] | None = None, *, sigma_data: float = 0.5,
                  P_mean: float = -1.0, P_std: float = 1.4, tangent_c: float = 0.1, warmup: int = 10_000,
                  eps: float = 0.002, T: float = 80.0, weighting: Callable[[Tensor], Tensor] | None = None,
-                 require_trigflow: bool = True) -> None:
+                 require_trigflow: bool = True, estimate: Literal["x0", "stf"] = "x0") -> None:
         super().__init__(distance=None, target="student", target_name="target", iters=None)
+        self.estimate = _check_estimate(estimate)
+        if teacher is not None and estimate != "x0":
+            raise ValueError("estimate='stf' replaces the teacher of sCT (teacher=None); with a teacher (sCD) the "
+                             "velocity is the teacher's: leave estimate='x0'.")
         if teacher is not None and not callable(teacher):
             raise TypeError(f"teacher must be None (sCT) or a denoiser D(x, sigma, **cond); "
                             f"got {type(teacher).__name__}.")
@@ -532,7 +607,10 @@ class ContinuousConsistency(_ConsistencyLoss):
         z = _noise(noise, x0, gen)
         x = x0 + _col(s, x0) * z
         with torch.no_grad():
-            v = (x - teacher_step_denoise(self.teacher, x, s, cond)) / _col(s, x) if self.teacher is not None else z
+            if self.teacher is not None:
+                v = (x - teacher_step_denoise(self.teacher, x, s, cond)) / _col(s, x)
+            else:
+                v = ode_velocity(self.estimate, x, s, x0, z, cond)
         r = linear_warmup(self.current_step(step), self.warmup)
 
         def f_target(xx: Tensor, ss: Tensor) -> Tensor:

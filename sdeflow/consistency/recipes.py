@@ -34,6 +34,7 @@ from ..generative.recipes import _check_data, toy_mixture, toy_sampler
 from ..generative.training import EMA, TrainConfig
 from .function import ConsistencyFunction
 from .losses import (
+    ESTIMATES,
     ConsistencyDistillation,
     ConsistencyTraining,
     ContinuousConsistency,
@@ -120,6 +121,7 @@ def consistency_recipe(
     progress: bool = False,
     checkpoint_every: int = 0,
     network: Mapping[str, Any] | None = None,
+    estimate: str = "x0",
 ) -> ConsistencyRecipe:
     """The consistency-model setup ``mode`` for toy data set ``data``.
 
@@ -147,9 +149,16 @@ def consistency_recipe(
             1500-step runs CT with s₁ = 150 left the one-step map at the data mean, 1-step ΔNLL ≈ 160).
             Default: the preset's N = 18 for CD; on 8 gaussians
             N = 10 and N = 25 gave 1-step ΔNLL 0.88 and 0.58 against 0.62 for N = 18 at lr 2e-3 / 4e-3).
-        target_beta: the CD target EMA rate μ (default: the preset's 0.95).
+        target_beta: the target EMA rate μ. cd: default the preset's 0.95. ict/ect: None (default) keeps the
+            presets' θ⁻ = stopgrad(θ) (``target="student"``); a number gives them an EMA target of that rate
+            (on 8 gaussians, 5000 steps, STF estimate: the student target left the one-step map at the data
+            mean, 1-step ΔNLL 167, against 1.25 with μ = 0.95). ct follows μ(k); scm has no target copy.
         distance: ``"l2"`` (squared L2) or ``"huber"`` (pseudo-Huber with c = 0.00054·√d, elementwise=False);
             default: the mode's preset (L2 for cd/ct, pseudo-Huber for ict/ect; sCM's loss is L2).
+        estimate: the teacher-free velocity estimate of ct, ict, ect and sCT (:data:`ESTIMATES`): ``"x0"``
+            (default, the published losses' one-sample estimate) or ``"stf"`` (the batch as a reference set,
+            :func:`sdeflow.consistency.losses.ode_velocity`). On 8 gaussians (5000 steps, N = 18, EMA target
+            0.95, lr 4e-3) ``"stf"`` took the 1-step ΔNLL from 24.8 to 2.0 (docs/consistency.md).
         eval_beta: the rate of the EMA copy ``"ema"`` that is evaluated and sampled (0.99: in the 3000-step
             runs above a 0.999 copy was 5–15% worse in ΔNLL than the student itself, still lagging).
     """
@@ -160,6 +169,16 @@ def consistency_recipe(
         teacher = "exact" if mode in ("cd", "scm") else None
     if mode in ("ct", "ict") and teacher is not None:
         raise ValueError(f"mode {mode!r} trains without a teacher; pass teacher=None (or use mode='cd').")
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {ESTIMATES}; got {estimate!r}.")
+    if estimate != "x0" and (mode == "cd" or (mode == "scm" and teacher is not None)):
+        raise ValueError(f"estimate={estimate!r} replaces the teacher of the teacher-free modes (ct, ict, ect, "
+                         f"scm with teacher=None); mode {mode!r} with a teacher uses the teacher's velocity.")
+    if target_beta is not None and not (isinstance(target_beta, (int, float)) and 0 <= target_beta < 1):
+        raise ValueError(f"target_beta must be None or a rate in [0, 1); got {target_beta!r}.")
+    if target_beta is not None and mode in ("ct", "scm"):
+        raise ValueError(f"target_beta does not apply to mode {mode!r} (ct's target follows the CM paper's μ(k); "
+                         f"sCM has no target copy); leave it None.")
     if mode == "cd" and teacher is None:
         raise ValueError("mode 'cd' needs a teacher: 'exact' (mixture data) or a score-model checkpoint path.")
     teacher_fn, teacher_desc = load_teacher(teacher, name)
@@ -193,6 +212,10 @@ def consistency_recipe(
     meta: dict[str, Any] = {"task": "consistency", "mode": mode, "data": name, "sigma_data": sigma_data,
                             "teacher": teacher_desc}
     loss: Callable[..., Tensor]
+    free_target = "student"  # ict/ect: the presets' stopgrad(θ), or an EMA target when target_beta is given
+    if mode in ("ict", "ect") and target_beta is not None:
+        free_target = "ema"
+        emas.append(EMA("target", beta=float(target_beta)))
     if mode == "cd":
         p = cm2023()
         n = p.cd_n_points if n_points is None else n_points
@@ -207,30 +230,33 @@ def consistency_recipe(
         p = cm2023()
         s1 = p.ct_s1 if n_points is None else max(p.ct_s0, n_points - 1)
         loss = ConsistencyTraining("cm", s0=p.ct_s0, s1=s1, mu0=p.ct_mu0, eps=_EPS, T=_T, rho=p.rho,
-                                   distance=dist("l2"), target="ema")
+                                   distance=dist("l2"), target="ema", estimate=estimate)  # type: ignore[arg-type]
         emas.append(EMA("target", beta=p.ct_mu0))  # the rate is μ(k) from loss.ema_beta
-        meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": s1, "mu0": p.ct_mu0}
+        meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": s1, "mu0": p.ct_mu0, "estimate": estimate}
     elif mode == "ict":
         p = ict2023()
         s1 = p.s1 if n_points is None else max(p.s0, n_points - 1)
         loss = ConsistencyTraining("ict", s0=p.s0, s1=s1, eps=_EPS, T=_T, rho=p.rho,
                                    distance=(PseudoHuber(p.huber_c(d), elementwise=p.huber_elementwise)
                                              if distance in (None, "huber") else SquaredL2()),
-                                   weighting="inverse_gap", target="student", sigma_sampling="lognormal",
-                                   P_mean=p.P_mean + shift, P_std=p.P_std)
-        meta["loss"] = {"kind": "ict", "s0": p.s0, "s1": s1, "c": p.huber_c(d), "P_mean": p.P_mean + shift}
+                                   weighting="inverse_gap", target=free_target, sigma_sampling="lognormal",
+                                   P_mean=p.P_mean + shift, P_std=p.P_std, estimate=estimate)  # type: ignore[arg-type]
+        meta["loss"] = {"kind": "ict", "s0": p.s0, "s1": s1, "c": p.huber_c(d), "P_mean": p.P_mean + shift,
+                        "estimate": estimate, "target_beta": target_beta}
     elif mode == "ect":
         p = ect2024()
         loss = EasyConsistencyTuning(P_mean=p.P_mean + shift, P_std=p.P_std, q=p.q, k=p.k, b=p.b, stages=p.stages,
-                                     eps=_EPS, T=_T, distance=dist("huber"), target="student")
-        meta["loss"] = {"kind": "ect", "q": p.q, "k": p.k, "b": p.b, "stages": p.stages, "P_mean": p.P_mean + shift}
+                                     eps=_EPS, T=_T, distance=dist("huber"), target=free_target,
+                                     estimate=estimate)  # type: ignore[arg-type]
+        meta["loss"] = {"kind": "ect", "q": p.q, "k": p.k, "b": p.b, "stages": p.stages, "P_mean": p.P_mean + shift,
+                        "estimate": estimate, "target_beta": target_beta}
     else:
         p = scm2024()
         loss = ContinuousConsistency(teacher_fn, sigma_data=sigma_data, P_mean=p.P_mean + shift, P_std=p.P_std,
                                      tangent_c=p.tangent_c, warmup=max(1, int(p.warmup_fraction * iters)),
-                                     eps=_EPS, T=_T)
+                                     eps=_EPS, T=_T, estimate=estimate)  # type: ignore[arg-type]
         meta["loss"] = {"kind": "scd" if teacher_fn is not None else "sct", "P_mean": p.P_mean + shift,
-                        "tangent_c": p.tangent_c}
+                        "tangent_c": p.tangent_c, "estimate": estimate}
     config = TrainConfig(iters=iters, batch_size=batch_size, lr=lr, warmup=max(1, iters // 50), decay="cosine",
                          min_lr_ratio=0.01, grad_clip=1.0, ema=tuple(emas), seed=seed, device=device,
                          progress=progress, time_budget=time_budget, log_every=max(1, min(500, iters // 20)),
