@@ -149,3 +149,25 @@ def test_cli_train_consistency_with_stf(tmp_path, capsys):
                "--out", str(tmp_path / "bad"), "--no-progress"])
     assert rc != 0
     assert "estimate" in capsys.readouterr().err
+
+
+def test_ct_solver_steps_the_batch_denoiser():
+    # estimate="x0": every solver gives x0 + t_lo z (the constant denoiser x0), so the loss does not depend on
+    # it; estimate="stf": Heun's step is the trapezoid of the batch velocities at both ends.
+    gen = torch.Generator().manual_seed(3)
+    x0, z = torch.randn(16, 2, generator=gen, dtype=F64), torch.randn(16, 2, generator=gen, dtype=F64)
+    n = torch.arange(16) % 5
+    ident = lambda x, t: x  # noqa: E731
+    same = [ConsistencyTraining(6, target="student", solver=s)(ident, x0, n=n, noise=z) for s in ("euler", "heun")]
+    assert torch.equal(same[0], same[1])
+    loss = ConsistencyTraining(6, target="student", distance=SquaredL2(), estimate="stf", solver="heun")
+    g = loss.grid(6)
+    t_lo, t_hi = g[n], g[n + 1]
+    x_hi = x0 + t_hi[:, None] * z
+    d1 = ode_velocity("stf", x_hi, t_hi, x0, z)
+    x_e = x_hi + (t_lo - t_hi)[:, None] * d1
+    d2 = ode_velocity("stf", x_e, t_lo, x0, z)
+    x_lo = x_hi + (t_lo - t_hi)[:, None] * 0.5 * (d1 + d2)
+    torch.testing.assert_close(loss(ident, x0, n=n, noise=z), (x_hi - x_lo).square().sum(-1))
+    with pytest.raises(ValueError, match="solver"):
+        ConsistencyTraining(6, solver="rk4")

@@ -94,8 +94,18 @@ def _check_estimate(estimate: object) -> str:
     return str(estimate)
 
 
-def ode_velocity(estimate: str, x: Tensor, sigma: Tensor, x0: Tensor, z: Tensor, cond: dict[str, Any] | None = None,
-                 null_label: int | None = None) -> Tensor:
+def _batch_denoiser(x0: Tensor, cond: dict[str, Any] | None) -> Callable[..., Tensor]:
+    """``D(x, σ)``: the posterior mean of x0 given x over the batch ``x0`` (same class when labelled)."""
+    labels = (cond or {}).get("class_labels")
+
+    def denoiser(x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
+        return stable_target(x, sigma, x0, class_labels=labels if isinstance(labels, Tensor) else None)
+
+    return denoiser
+
+
+def ode_velocity(estimate: str, x: Tensor, sigma: Tensor, x0: Tensor, z: Tensor,
+                 cond: dict[str, Any] | None = None) -> Tensor:
     r"""A teacher-free estimate of the PF-ODE velocity ``dx/dσ = (x − E[x0 | x])/σ`` at ``x = x0 + σ z``.
 
     ``estimate="x0"``: ``E[x0 | x]`` replaced by the example's own ``x0``, so the velocity is ``z`` — the
@@ -113,7 +123,6 @@ def ode_velocity(estimate: str, x: Tensor, sigma: Tensor, x0: Tensor, z: Tensor,
         sigma: (B,) noise levels.
         x0, z: the clean batch and its noise, (B, *event).
         cond: the loss's conditioning; its ``class_labels`` (B,) restrict the reference set.
-        null_label: the dropped-label class (references then span the batch).
 
     Returns:
         The velocity, (B, *event), no gradient.
@@ -121,10 +130,7 @@ def ode_velocity(estimate: str, x: Tensor, sigma: Tensor, x0: Tensor, z: Tensor,
     if estimate == "x0":
         return z
     _check_estimate(estimate)
-    labels = (cond or {}).get("class_labels")
-    d = stable_target(x, sigma, x0, class_labels=labels if isinstance(labels, Tensor) else None,
-                      null_label=null_label)
-    return (x - d) / _col(sigma, x)
+    return (x - _batch_denoiser(x0, cond)(x, sigma)) / _col(sigma, x)
 
 
 def teacher_step(teacher: Callable[..., Tensor], solver: str, x: Tensor, sigma: Tensor, sigma_next: Tensor,
@@ -171,12 +177,12 @@ def _weight(weighting: Weighting, t_lo: Tensor, t_hi: Tensor, dtype: torch.dtype
 
 
 def _lower_point(estimate: str, x0: Tensor, z: Tensor, x_hi: Tensor, t_hi: Tensor, t_lo: Tensor,
-                 cond: dict[str, Any]) -> Tensor:
-    """The teacher-free lower point: ``x0 + t_lo z`` (``"x0"``), or one Euler step with :func:`ode_velocity`."""
+                 cond: dict[str, Any], solver: str = "euler") -> Tensor:
+    """The teacher-free lower point: ``x0 + t_lo z`` (``"x0"``, what every solver step gives for the constant
+    denoiser ``x0``), or one ``solver`` step of the PF-ODE with the batch-reference denoiser (``"stf"``)."""
     if estimate == "x0":
         return x0 + _col(t_lo, x0) * z
-    v = ode_velocity(estimate, x_hi, t_hi.to(x0.dtype), x0, z, cond)
-    return x_hi + _col(t_lo - t_hi, x0) * v
+    return teacher_step(_batch_denoiser(x0, cond), solver, x_hi, t_hi.to(x0.dtype), t_lo.to(x0.dtype))
 
 
 def _check_range(eps: object, T: object) -> tuple[float, float]:
@@ -380,10 +386,11 @@ class ConsistencyTraining(_Discrete):
     improved CT is ``ConsistencyTraining(steps="ict", sigma_sampling="lognormal", weighting="inverse_gap",
     distance=PseudoHuber(0.00054·√d), target="student")`` (:func:`sdeflow.consistency.presets.ict2023`).
 
-    ``estimate``: ``"x0"`` (default, the published loss: ``x_n = x0 + t_n z``, which is one Euler step of
-    the PF-ODE from ``x_{n+1}`` with the one-sample velocity ``z``) or ``"stf"`` (that Euler step with the
-    batch-reference velocity of :func:`ode_velocity`; still no teacher — a variance reduction, sdeflow's
-    option, not a published CT setting).
+    ``estimate``: ``"x0"`` (default, the published loss: ``x_n = x0 + t_n z``, the step of the PF-ODE from
+    ``x_{n+1}`` whose denoiser is the example's own ``x0`` — every solver gives it exactly) or ``"stf"``:
+    one ``solver`` step (:func:`teacher_step`: ``"euler"``, ``"heun"``, ``"dpmpp_2m"``) of the PF-ODE whose
+    denoiser is the batch-reference estimate of :func:`ode_velocity` — CD with the batch as its teacher,
+    still without a trained model: a variance reduction, sdeflow's option, not a published CT setting.
 
     Call: ``loss(student, x0, *, generator=None, step=None, n=None, noise=None, **cond) -> (B,)``; ``step``
     defaults to the bound trainer's step. Draw order: n, then z.
@@ -394,10 +401,13 @@ class ConsistencyTraining(_Discrete):
                  distance: Distance | None = None, weighting: Weighting = "uniform",
                  target: Literal["ema", "student"] = "ema", target_name: str = "target",
                  sigma_sampling: str = "uniform", P_mean: float = -1.1, P_std: float = 2.0,
-                 estimate: Literal["x0", "stf"] = "x0") -> None:
+                 estimate: Literal["x0", "stf"] = "x0", solver: str = "euler") -> None:
         super().__init__(eps=eps, T=T, rho=rho, sigma_sampling=sigma_sampling, P_mean=P_mean, P_std=P_std,
                          weighting=weighting, distance=distance, target=target, target_name=target_name, iters=iters)
         self.estimate = _check_estimate(estimate)
+        if solver not in TEACHER_SOLVERS:
+            raise ValueError(f"solver must be one of {TEACHER_SOLVERS}; got {solver!r}.")
+        self.solver = solver
         if isinstance(steps, str):
             if steps not in ("cm", "ict"):
                 raise ValueError(f"steps must be 'cm', 'ict' or an int grid size >= 2; got {steps!r}.")
@@ -415,7 +425,7 @@ class ConsistencyTraining(_Discrete):
     def __repr__(self) -> str:
         return (f"ConsistencyTraining(steps={self.steps!r}, s0={self.s0}, s1={self.s1}, target={self.target!r}, "
                 f"sigma_sampling={self.sigma_sampling!r}, weighting={self.weighting!r}, distance={self.distance!r}, "
-                f"estimate={self.estimate!r})")
+                f"estimate={self.estimate!r}, solver={self.solver!r})")
 
     def num_points(self, step: int) -> int:
         """The grid size N at ``step`` (number of points, intervals + 1)."""
@@ -440,7 +450,7 @@ class ConsistencyTraining(_Discrete):
         t_lo, t_hi = self._levels(grid, x0, n, gen)
         z = _noise(noise, x0, gen)
         x_hi = x0 + _col(t_hi, x0) * z
-        x_lo = _lower_point(self.estimate, x0, z, x_hi, t_hi, t_lo, cond)
+        x_lo = _lower_point(self.estimate, x0, z, x_hi, t_hi, t_lo, cond, self.solver)
         return self._pair_loss(student, x0, x_hi, t_hi, x_lo, t_lo, _weight(self.weighting, t_lo, t_hi, x0.dtype),
                                cond)
 

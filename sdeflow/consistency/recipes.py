@@ -144,8 +144,8 @@ def consistency_recipe(
             pathwise 0.093.
         hidden, depth, emb_dim, network: the :class:`MLPNet` (``network`` overrides its arguments). Width
             128 (not the reference's 256): about twice the steps per second on 2-D data.
-        solver, n_points: the CD teacher step and grid size (for ct/ict: the curriculum's final size,
-            s₁ = n_points − 1; the presets' s₁ = 150 and 1280 are sized for 800k and 400k iterations: in
+        solver, n_points: the CD teacher step (also the step of ct/ict with ``estimate="stf"``; with "x0" every
+            step gives x0 + t z) and the grid size (for ct/ict: the curriculum's final size, s₁ = n_points − 1; the presets' s₁ = 150 and 1280 are sized for 800k and 400k iterations: in
             1500-step runs CT with s₁ = 150 left the one-step map at the data mean, 1-step ΔNLL ≈ 160).
             Default: the preset's N = 18 for CD; on 8 gaussians
             N = 10 and N = 25 gave 1-step ΔNLL 0.88 and 0.58 against 0.62 for N = 18 at lr 2e-3 / 4e-3).
@@ -230,9 +230,11 @@ def consistency_recipe(
         p = cm2023()
         s1 = p.ct_s1 if n_points is None else max(p.ct_s0, n_points - 1)
         loss = ConsistencyTraining("cm", s0=p.ct_s0, s1=s1, mu0=p.ct_mu0, eps=_EPS, T=_T, rho=p.rho,
-                                   distance=dist("l2"), target="ema", estimate=estimate)  # type: ignore[arg-type]
+                                   distance=dist("l2"), target="ema", estimate=estimate,  # type: ignore[arg-type]
+                                   solver=solver)
         emas.append(EMA("target", beta=p.ct_mu0))  # the rate is μ(k) from loss.ema_beta
-        meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": s1, "mu0": p.ct_mu0, "estimate": estimate}
+        meta["loss"] = {"kind": "ct", "s0": p.ct_s0, "s1": s1, "mu0": p.ct_mu0, "estimate": estimate,
+                        "solver": solver if estimate == "stf" else None}
     elif mode == "ict":
         p = ict2023()
         s1 = p.s1 if n_points is None else max(p.s0, n_points - 1)
@@ -240,9 +242,11 @@ def consistency_recipe(
                                    distance=(PseudoHuber(p.huber_c(d), elementwise=p.huber_elementwise)
                                              if distance in (None, "huber") else SquaredL2()),
                                    weighting="inverse_gap", target=free_target, sigma_sampling="lognormal",
-                                   P_mean=p.P_mean + shift, P_std=p.P_std, estimate=estimate)  # type: ignore[arg-type]
+                                   P_mean=p.P_mean + shift, P_std=p.P_std, estimate=estimate,  # type: ignore[arg-type]
+                                   solver=solver)
         meta["loss"] = {"kind": "ict", "s0": p.s0, "s1": s1, "c": p.huber_c(d), "P_mean": p.P_mean + shift,
-                        "estimate": estimate, "target_beta": target_beta}
+                        "estimate": estimate, "target_beta": target_beta,
+                        "solver": solver if estimate == "stf" else None}
     elif mode == "ect":
         p = ect2024()
         loss = EasyConsistencyTuning(P_mean=p.P_mean + shift, P_std=p.P_std, q=p.q, k=p.k, b=p.b, stages=p.stages,
