@@ -56,6 +56,17 @@ def model_device(model: object, default: torch.device | str = "cpu") -> torch.de
     return torch.device(default)
 
 
+def _move(v: object, device: torch.device, dtype: torch.dtype) -> object:
+    """A tensor onto the model's device (floating ones also to its dtype); anything else as it is."""
+    if isinstance(v, Tensor):
+        return v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
+    return v
+
+
+def _move_kwargs(model_kwargs: Mapping[str, object] | None, device: torch.device, dtype: torch.dtype) -> dict:
+    return {k: _move(v, device, dtype) for k, v in (model_kwargs or {}).items()}
+
+
 def call_model(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, model_kwargs: Mapping[str, object] | None = None,
                *, grad: bool = False) -> Tensor:
     """``model(x, σ, **model_kwargs)`` on the model's own device and dtype, returned in ``x``'s.
@@ -68,15 +79,9 @@ def call_model(model: Callable[..., Tensor], x: Tensor, sigma: Tensor, model_kwa
     """
     dtype = model_dtype(model, x.dtype)
     device = model_device(model, x.device)
-
-    def move(v: object) -> object:
-        if isinstance(v, Tensor):
-            return v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
-        return v
-
-    kwargs = {k: move(v) for k, v in (model_kwargs or {}).items()}
+    kwargs = _move_kwargs(model_kwargs, device, dtype)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        out = model(move(x), move(sigma), **kwargs)
+        out = model(_move(x, device, dtype), _move(sigma, device, dtype), **kwargs)
     if not isinstance(out, Tensor):
         raise ValueError(f"the model must return a tensor of x's shape {tuple(x.shape)}; got {type(out).__name__}.")
     return out.to(device=x.device, dtype=x.dtype)
@@ -283,8 +288,8 @@ def sampler_error(
     x_T = sigma_max * torch.randn(n, mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     dtype, device = model_dtype(model, torch.float64), model_device(model)
     fn = SAMPLERS[sampler]
-    kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in (model_kwargs or {}).items()}
-    got = fn(model, x_T.to(device=device, dtype=dtype), sigmas, generator=seed + 1, model_kwargs=kwargs,
+    got = fn(model, x_T.to(device=device, dtype=dtype), sigmas, generator=seed + 1,
+             model_kwargs=_move_kwargs(model_kwargs, device, dtype),
              **sampler_options)
     ref = fn(mixture.as_denoiser(), x_T, sigmas, generator=seed + 1, **sampler_options)
     got_x = got.x.to(device="cpu", dtype=torch.float64)
