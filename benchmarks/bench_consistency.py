@@ -8,9 +8,9 @@ trained for the same wall-clock budget (``--budget`` seconds; the iteration coun
 timing run so that the learning-rate schedule completes inside the budget). Rows:
 
 * CD with the exact mixture teacher (Heun step), CT (CM paper's N(k), μ(k), capped at N = 18), iCT, sCM (sCD, exact
-  teacher, TrigFlow student), the teacher-free rows again with the batch as reference set (``ct_stf``,
-  ``ict_stf``, ``sct_stf``: ``estimate="stf"``, see the recipes), ECT (fine-tuned from the learned score model), CD with the learned score
-  model as teacher (``--teacher DIR`` from ``sdeflow train score``, or one trained here by
+  teacher, TrigFlow student), ECT (fine-tuned from the learned score model), the teacher-free rows again
+  with the batch as reference set (``ct_stf``, ``ict_stf``, ``sct_stf``, ``ect_stf``: ``estimate="stf"``,
+  see the recipes), CD with the learned score model as teacher (``--teacher DIR`` from ``sdeflow train score``, or one trained here by
   ``score_recipe`` for ``--teacher-budget`` seconds), and the learned teacher's Heun-35.
 * Metrics: ΔNLL of 1- and 2-step samples under the exact mixture density with standard errors (``--samples``,
   100k), the 2-step τ from :func:`sdeflow.consistency.search_taus` on a separate batch; the pathwise RMS of
@@ -49,7 +49,7 @@ from sdeflow.generative.training import Trainer  # noqa: E402
 import _common  # noqa: E402
 
 T_MAX = 80.0
-ROWS = ("cd", "ct", "ict", "scm", "ct_stf", "ict_stf", "sct_stf", "ect", "cd_learned", "moons")
+ROWS = ("cd", "ct", "ict", "scm", "ct_stf", "ict_stf", "sct_stf", "ect", "ect_stf", "cd_learned", "moons")
 
 
 def _calibrated(make, budget: float, probe_steps: int = 100):
@@ -162,7 +162,7 @@ def main() -> int:
             if name == "cd":
                 cd_model = model
     teacher = None
-    if rows_wanted & {"ect", "cd_learned"}:
+    if rows_wanted & {"ect", "ect_stf", "cd_learned"}:
         teacher, tinfo = _score_teacher("gmm8", args.teacher, args.teacher_budget, seed)
         ev = evaluate_toy_model(teacher, "gmm8", n_samples=n, seed=seed, nll_points=0)
         results.append({"row": "teacher heun-35", "delta_nll_1": ev["delta_nll"], "delta_nll_1_se": ev["delta_nll_se"],
@@ -174,10 +174,11 @@ def main() -> int:
             model, info = _train(lambda it: consistency_recipe("cd", "gmm8", teacher, iters=it, seed=seed),
                                  args.budget)
             evaluate("cd_learned", model, info)
-        if "ect" in rows_wanted:
-            model, info = _train(lambda it: consistency_recipe("ect", "gmm8", teacher, iters=it, seed=seed),
-                                 args.budget)
-            evaluate("ect", model, info)
+        for name, est in (("ect", "x0"), ("ect_stf", "stf")):
+            if name in rows_wanted:
+                model, info = _train(lambda it, e=est: consistency_recipe("ect", "gmm8", teacher, iters=it, seed=seed,
+                                                                          estimate=e), args.budget)
+                evaluate(name, model, info)
     speed = None
     if cd_model is not None:
         # the same MLP both ways: the CD student one step, and an EDM denoiser around a copy of its network

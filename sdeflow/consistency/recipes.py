@@ -137,8 +137,11 @@ def consistency_recipe(
             None for ct/ict; ect needs a trained score model.
         iters, batch_size, lr, seed, device, time_budget, progress, checkpoint_every: the run. Adam with
             2% warm-up and a cosine decay to 1% of ``lr``, gradient clipping at 1. ``lr`` None: 4e-3 for
-            cd, 1e-3 for the others (at 4e-3 CT and iCT did not train in 1500-step probes: 1-step ΔNLL 154
-            and 186, the one-step map stuck near the origin; iCT at 1e-3: 3.2). CD on 8 gaussians (exact Heun
+            cd, 2e-4 for scm, 3e-4 for ect, 1e-3 for ct and ict (at 4e-3 CT and iCT did not train in 1500-step probes:
+            1-step ΔNLL 154 and 186, the one-step map stuck near the origin; iCT at 1e-3: 3.2. sCD with the
+            exact teacher, 8000 steps: lr 5e-5, 2e-4, 5e-4, 1e-3 gave 4.1, 2.0, 2.7 and 186 — at 1e-3 the
+            one-step map collapses to the data mean after about 5000 steps. ECT from a 6000-step score model,
+            5000 steps: lr 1e-4, 3e-4, 1e-3 gave 3.2, 2.2 and 12.3). CD on 8 gaussians (exact Heun
             teacher, N = 18, 3000 steps of batch 512, MLP 3×128, shared machine): lr 2e-3, 4e-3, 8e-3 gave
             1-step ΔNLL 0.62, 0.45, 0.42 (pathwise 0.153, 0.131, 0.130); 8000 steps at 4e-3: 0.25 ± 0.02,
             pathwise 0.093.
@@ -195,7 +198,7 @@ def consistency_recipe(
         return SquaredL2() if kind == "l2" else PseudoHuber(ict2023().huber_c(d))
 
     if lr is None:
-        lr = 4e-3 if mode == "cd" else 1e-3
+        lr = {"cd": 4e-3, "scm": 2e-4, "ect": 3e-4}.get(mode, 1e-3)
     net_args = {"hidden": hidden, "depth": depth, "emb_dim": emb_dim, "seed": seed, **dict(network or {})}
     parameterization = "trigflow" if mode == "scm" else "cm"
     if mode == "ect":
