@@ -10,8 +10,9 @@ timing run so that the learning-rate schedule completes inside the budget). Rows
 * CD with the exact mixture teacher (Heun step), CT (CM paper's N(k), μ(k), capped at N = 18), iCT, sCM (sCD, exact
   teacher, TrigFlow student), ECT (fine-tuned from the learned score model), the teacher-free rows again
   with the batch as reference set (``ct_stf``, ``ict_stf``, ``sct_stf``, ``ect_stf``: ``estimate="stf"``,
-  see the recipes), CD with the learned score model as teacher (``--teacher DIR`` from ``sdeflow train score``, or one trained here by
-  ``score_recipe`` for ``--teacher-budget`` seconds), and the learned teacher's Heun-35.
+  see the recipes), CD with the learned score model as teacher (``--teacher DIR`` from ``sdeflow train
+  score``, or one trained here by ``score_recipe`` for ``--teacher-budget`` seconds), and the learned
+  teacher's Heun-35.
 * Metrics: ΔNLL of 1- and 2-step samples under the exact mixture density with standard errors (``--samples``,
   100k), the 2-step τ from :func:`sdeflow.consistency.search_taus` on a separate batch; the pathwise RMS of
   the one-step map against the exact consistency function f* from the same x_T (first ``--pathwise`` points);
@@ -155,7 +156,7 @@ def main() -> int:
         "sct_stf": lambda it: consistency_recipe("scm", "gmm8", None, iters=it, seed=seed, estimate="stf"),
     }
     cd_model = None
-    for name in ("cd", "ct", "ict", "scm", "ct_stf", "ict_stf", "sct_stf"):
+    for name in recipes:
         if name in rows_wanted:
             model, info = _train(recipes[name], args.budget)
             evaluate(name, model, info)

@@ -15,8 +15,8 @@ from sdeflow.consistency.function import ConsistencyFunction
 from sdeflow.consistency.losses import ConsistencyTraining, ContinuousConsistency, EasyConsistencyTuning
 from sdeflow.consistency.recipes import consistency_recipe
 from sdeflow.generative.losses import SquaredL2
-from sdeflow.generative.recipes import toy_mixture
 from sdeflow.generative.networks import MLPNet
+from sdeflow.generative.recipes import toy_mixture
 from sdeflow.generative.training import Trainer
 
 F64 = torch.float64
@@ -24,9 +24,8 @@ TINY = {"hidden": 16, "depth": 1, "emb_dim": 8}
 
 
 def _student(parameterization: str = "cm") -> ConsistencyFunction:
-    torch.manual_seed(0)
-    net = MLPNet(2, hidden=16, depth=1, emb_dim=8, zero_init=False).double()
-    return ConsistencyFunction(net, sigma_data=1.0, parameterization=parameterization)
+    net = MLPNet(2, hidden=16, depth=1, emb_dim=8, zero_init=False, seed=0)
+    return ConsistencyFunction(net, sigma_data=1.0, parameterization=parameterization).double()
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)

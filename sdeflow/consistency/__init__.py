@@ -75,7 +75,8 @@ from .schedules import (  # noqa: E402
 
 __all__ += [
     "TEACHER_SOLVERS", "ConsistencyDistillation", "ConsistencyTraining", "ContinuousConsistency",
-    "EasyConsistencyTuning", "teacher_step", "ESTIMATES", "ode_velocity", "PRESETS", "cm2023", "ict2023", "ect2024", "scm2024",
+    "EasyConsistencyTuning", "teacher_step", "ESTIMATES", "ode_velocity", "PRESETS", "cm2023", "ict2023",
+    "ect2024", "scm2024",
     "CONSISTENCY_MODES", "ConsistencyRecipe", "consistency_recipe", "default_taus", "evaluate_consistency",
     "format_consistency_evaluation", "cm_ema_rate", "cm_num_steps", "ect_ratio", "ect_stage", "ict_num_steps",
     "karras_grid", "linear_warmup", "lognormal_index_weights",

@@ -87,6 +87,12 @@ ESTIMATES: tuple[str, ...] = ("x0", "stf")
 Weighting = str | Callable[[Tensor, Tensor], Tensor]
 
 
+def _check_solver(solver: object) -> str:
+    if solver not in TEACHER_SOLVERS:
+        raise ValueError(f"solver must be one of {TEACHER_SOLVERS}; got {solver!r}.")
+    return str(solver)
+
+
 def _check_estimate(estimate: object) -> str:
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be 'x0' (the one-sample estimate, the published losses) or 'stf' (the batch "
@@ -345,8 +351,7 @@ class ConsistencyDistillation(_Discrete):
         if not callable(teacher):
             raise TypeError(f"teacher must be a denoiser D(x, sigma, **cond) (e.g. mixture.as_denoiser() or "
                             f"sdeflow.load_model(path)); got {type(teacher).__name__}.")
-        if solver not in TEACHER_SOLVERS:
-            raise ValueError(f"solver must be one of {TEACHER_SOLVERS}; got {solver!r}.")
+        _check_solver(solver)
         if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
             raise ValueError(f"n_points must be an int >= 2 (grid size N); got {n_points!r}.")
         if isinstance(teacher, nn.Module):
@@ -405,9 +410,7 @@ class ConsistencyTraining(_Discrete):
         super().__init__(eps=eps, T=T, rho=rho, sigma_sampling=sigma_sampling, P_mean=P_mean, P_std=P_std,
                          weighting=weighting, distance=distance, target=target, target_name=target_name, iters=iters)
         self.estimate = _check_estimate(estimate)
-        if solver not in TEACHER_SOLVERS:
-            raise ValueError(f"solver must be one of {TEACHER_SOLVERS}; got {solver!r}.")
-        self.solver = solver
+        self.solver = _check_solver(solver)
         if isinstance(steps, str):
             if steps not in ("cm", "ict"):
                 raise ValueError(f"steps must be 'cm', 'ict' or an int grid size >= 2; got {steps!r}.")

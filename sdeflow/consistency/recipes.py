@@ -34,11 +34,11 @@ from ..generative.recipes import _check_data, toy_mixture, toy_sampler
 from ..generative.training import EMA, TrainConfig
 from .function import ConsistencyFunction
 from .losses import (
-    ESTIMATES,
     ConsistencyDistillation,
     ConsistencyTraining,
     ContinuousConsistency,
     EasyConsistencyTuning,
+    _check_estimate,
 )
 from .presets import cm2023, ect2024, ict2023, scm2024
 
@@ -148,8 +148,9 @@ def consistency_recipe(
         hidden, depth, emb_dim, network: the :class:`MLPNet` (``network`` overrides its arguments). Width
             128 (not the reference's 256): about twice the steps per second on 2-D data.
         solver, n_points: the CD teacher step (also the step of ct/ict with ``estimate="stf"``; with "x0" every
-            step gives x0 + t z) and the grid size (for ct/ict: the curriculum's final size, s₁ = n_points − 1; the presets' s₁ = 150 and 1280 are sized for 800k and 400k iterations: in
-            1500-step runs CT with s₁ = 150 left the one-step map at the data mean, 1-step ΔNLL ≈ 160).
+            step gives x0 + t z) and the grid size (for ct/ict: the curriculum's final size, s₁ = n_points − 1;
+            the presets' s₁ = 150 and 1280 are sized for 800k and 400k iterations: in 1500-step runs CT
+            with s₁ = 150 left the one-step map at the data mean, 1-step ΔNLL ≈ 160).
             Default: the preset's N = 18 for CD; on 8 gaussians
             N = 10 and N = 25 gave 1-step ΔNLL 0.88 and 0.58 against 0.62 for N = 18 at lr 2e-3 / 4e-3).
         target_beta: the target EMA rate μ. cd: default the preset's 0.95. ict/ect: None (default) keeps the
@@ -172,8 +173,7 @@ def consistency_recipe(
         teacher = "exact" if mode in ("cd", "scm") else None
     if mode in ("ct", "ict") and teacher is not None:
         raise ValueError(f"mode {mode!r} trains without a teacher; pass teacher=None (or use mode='cd').")
-    if estimate not in ESTIMATES:
-        raise ValueError(f"estimate must be one of {ESTIMATES}; got {estimate!r}.")
+    _check_estimate(estimate)
     if estimate != "x0" and (mode == "cd" or (mode == "scm" and teacher is not None)):
         raise ValueError(f"estimate={estimate!r} replaces the teacher of the teacher-free modes (ct, ict, ect, "
                          f"scm with teacher=None); mode {mode!r} with a teacher uses the teacher's velocity.")

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .._checks import make_generator
 from ..consistency.function import ConsistencyFunction
-from ..consistency.losses import TEACHER_SOLVERS, ConsistencyDistillation, _col, _weight, teacher_step
+from ..consistency.losses import ConsistencyDistillation, _check_solver, _col, _weight, teacher_step
 from ..generative.config import Configurable, register_model
 from ..generative.losses import Distance, _check_x0, _noise
 from ..generative.precond import ClassifierFreeGuidance, EDMPrecond
@@ -421,8 +421,7 @@ class LatentSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {v!r}.")
-        if self.solver not in TEACHER_SOLVERS:
-            raise ValueError(f"solver must be one of {TEACHER_SOLVERS}; got {self.solver!r}.")
+        _check_solver(self.solver)
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"need 0 <= w_min <= w_max; got {self.w_min}, {self.w_max}.")
         if not 0 <= self.label_dropout < 1:
